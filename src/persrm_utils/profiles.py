@@ -240,7 +240,7 @@ def _build(name: str, values: dict[str, Any], overrides: dict[str, Any]) -> Prof
         ) from None
 
 
-def get_profile(name: str, **overrides: Any) -> Profile:
+def get_profile(name: str, /, **overrides: Any) -> Profile:
     """The named profile with optional per-field overrides.
 
     >>> get_profile("smoke", sft_max_steps=2).sft_max_steps

@@ -117,6 +117,24 @@ def build_model(tokenizer, seed: int = 0):
     return model
 
 
+def seed_texts() -> list[str]:
+    """The built-in seed corpus (``data/seed/authors.jsonl``), read as plain text.
+
+    The smoke profile trains its tokenizer on it so that the series' own data tokenizes into
+    sensible pieces; every notebook gets the same tokenizer because the inputs are the same.
+    """
+    from persrm_utils.paths import data_dir
+
+    path = data_dir() / "seed" / "authors.jsonl"
+    if not path.is_file():
+        return []
+    texts = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            texts.append(str(json.loads(line).get("text", "")))
+    return texts
+
+
 def _fingerprint(texts: list[str] | None, seed: int) -> str:
     payload = json.dumps(
         {"texts": texts or [], "seed": seed, "config": TINY_CONFIG, "template": CHAT_TEMPLATE},

@@ -1,0 +1,71 @@
+"""The ``persrm`` command: the notebooks' logic, runnable from a shell.
+
+    persrm doctor                         # is this machine ready? which profile?
+    persrm run --profile smoke            # execute the whole series into runs/smoke
+    persrm run --profile cpu --from 03    # resume from a stage
+    persrm run --only 00_setup --set sft_max_steps=2
+
+Errors the user can fix are printed as one paragraph, without a traceback, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from persrm_utils.errors import PersRMError
+from persrm_utils.profiles import PROFILE_NAMES, parse_overrides
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persrm", description="PersRM-R1 tutorial series: personalized reward models."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("doctor", help="check the environment and recommend a profile")
+    run = sub.add_parser("run", help="execute the notebooks in order into a run folder")
+    run.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILE_NAMES)}")
+    run.add_argument("--run", dest="run_name", help="run folder name (default: the profile)")
+    run.add_argument("--from", dest="from_stage", help="start at this stage (e.g. 03)")
+    run.add_argument("--only", nargs="+", help="run only these stages")
+    run.add_argument("--force", action="store_true", help="rerun stages already done")
+    run.add_argument(
+        "--set", dest="overrides", action="append", metavar="FIELD=VALUE",
+        help="override a profile field (repeatable), e.g. --set sft_max_steps=10",
+    )  # fmt: skip
+    run.add_argument("--kernel", default="python3", help="Jupyter kernel name")
+    run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "doctor":
+            from persrm_utils.doctor import render, run_checks
+
+            report = run_checks()
+            print(render(report))
+            return 0 if report.ok else 1
+        if args.command == "run":
+            from persrm_utils.runner import run_series
+
+            run_series(
+                profile=args.profile,
+                run_name=args.run_name,
+                overrides=parse_overrides(args.overrides),
+                from_stage=args.from_stage,
+                only=args.only,
+                force=args.force,
+                kernel_name=args.kernel,
+                progress=not args.no_progress,
+            )
+            return 0
+    except PersRMError as err:
+        print(f"\npersrm: {type(err).__name__}: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

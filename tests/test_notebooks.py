@@ -1,0 +1,75 @@
+"""The notebooks executed for real by a Jupyter kernel, as `make demo` runs them."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from persrm_utils.errors import ConfigError
+from persrm_utils.runner import StageFailed, run_series, select_stages
+from persrm_utils.runs import RunFolder, sha256_of
+
+pytestmark = pytest.mark.slow
+
+
+def _outputs(nb) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", "") or str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def test_smoke_series_runs_and_hands_over_through_the_manifest(runs_root):
+    results = run_series("smoke", run_name="t", progress=False, echo=lambda s: None)
+    assert results[0].stage == "00_setup" and results[0].status == "done"
+    run = RunFolder.open(runs_root / "t")
+    rec = run.manifest.stages["00_setup"]
+    assert rec.status == "done" and rec.config["model_source"] == "tiny"
+    paths = {a.path: a for a in rec.artifacts}
+    assert {"environment.json", "notebooks/00_setup.ipynb"} <= set(paths)
+    assert paths["environment.json"].sha256 == sha256_of(run.path / "environment.json")
+    env = json.loads((run.path / "environment.json").read_text())
+    assert env["model"]["backend"] == "transformers" and env["profile"]["name"] == "smoke"
+    assert env["recommended_profile"] in ("smoke", "cpu", "t4", "24gb")
+
+    executed = nbformat.read(run.path / "notebooks" / "00_setup.ipynb", as_version=4)
+    text = _outputs(executed)
+    assert "persrm doctor" in text and "backend: transformers" in text
+    assert "no field 'lora_rank'" in text  # the notebook's own typo demonstration
+    assert "Stage 00_setup done" in text
+    params = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert params and 'RUN_NAME = "t"' in params[0].source
+
+    again = run_series("smoke", run_name="t", progress=False, echo=lambda s: None)
+    assert again[0].status == "skipped"
+    forced = run_series("smoke", run_name="t", force=True, only=["00"], progress=False,
+                        echo=lambda s: None)  # fmt: skip
+    assert forced[0].status == "done"
+    assert RunFolder.open(run.path).manifest.stages["00_setup"].runs == 2
+
+
+def test_a_failing_cell_stops_the_series_and_shows_the_cell(runs_root, tmp_path):
+    lines: list[str] = []
+    with pytest.raises(StageFailed) as err:
+        run_series("smoke", run_name="bad", overrides={"model_path": str(tmp_path)},
+                   progress=False, echo=lines.append)  # fmt: skip
+    msg = str(err.value)
+    assert "00_setup.ipynb failed in cell" in msg
+    assert "ModelUnavailableError" in msg and "no config.json" in msg
+    assert "loaded = load_model(profile)" in msg  # the failing cell's source
+    assert "--run bad --from 00_setup" in msg
+    assert (runs_root / "bad" / "notebooks" / "00_setup.ipynb").is_file()
+    assert RunFolder.open(runs_root / "bad").status("00_setup") == "failed"
+    assert any("failed" in line for line in lines)  # the summary table was printed
+
+
+def test_stage_selection():
+    present, absent = select_stages()
+    assert present[0].name == "00_setup"
+    assert [s.name for s in present + absent] == sorted(s.name for s in present + absent)
+    assert [s.name for s in select_stages(from_stage="00")[0]][0] == "00_setup"
+    with pytest.raises(ConfigError):
+        select_stages(from_stage="01", only=["02"])

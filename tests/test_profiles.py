@@ -1,0 +1,91 @@
+"""Profiles: typed, validated, overridable by name, with errors that say what to type instead."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from persrm_utils.errors import ConfigError
+from persrm_utils.profiles import PROFILE_NAMES, get_profile, parse_overrides
+
+
+def test_all_four_profiles_exist_and_validate():
+    assert PROFILE_NAMES == ("smoke", "cpu", "t4", "24gb")
+    for name in PROFILE_NAMES:
+        profile = get_profile(name)
+        assert profile.name == name
+        assert 1 <= profile.max_exemplars <= 3
+        assert profile.max_completion_length < profile.max_seq_length
+
+
+def test_model_per_profile_matches_the_design():
+    assert get_profile("smoke").model_source == "tiny"
+    assert get_profile("cpu").model_source == "smollm2"
+    assert get_profile("t4").model_name == "Qwen/Qwen2.5-1.5B-Instruct"
+    assert get_profile("24gb").model_name == "Qwen/Qwen2.5-7B-Instruct"
+    assert get_profile("t4").load_in_4bit and get_profile("24gb").load_in_4bit
+    assert not get_profile("smoke").load_in_4bit
+
+
+def test_override_changes_one_field_and_keeps_the_rest():
+    base = get_profile("cpu")
+    changed = get_profile("cpu", sft_max_steps=3, model_name="x/y")
+    assert changed.sft_max_steps == 3 and changed.model_name == "x/y"
+    assert changed.lora_r == base.lora_r
+    assert base.override(lora_r=2).lora_r == 2
+
+
+def test_profiles_are_frozen():
+    """A notebook must not change a setting half-way: the manifest would describe another run."""
+    profile = get_profile("smoke")
+    with pytest.raises(ValidationError):
+        profile.lora_r = 99
+
+
+def test_profile_names_are_case_and_space_insensitive():
+    assert get_profile(" T4 ").name == "t4"
+
+
+def test_unknown_profile_suggests_the_closest():
+    with pytest.raises(ConfigError) as err:
+        get_profile("smok")
+    msg = str(err.value)
+    assert "Unknown profile 'smok'" in msg and "Did you mean 'smoke'" in msg
+    assert "smoke, cpu, t4, 24gb" in msg
+
+
+def test_unknown_field_is_an_error_not_ignored():
+    with pytest.raises(ConfigError) as err:
+        get_profile("cpu", lora_rank=8)
+    assert "no field 'lora_rank'" in str(err.value)
+    assert "'lora_r'" in str(err.value)
+
+
+def test_renaming_the_profile_through_an_override_is_refused():
+    with pytest.raises(ConfigError, match="no field 'name'"):
+        get_profile("cpu", name="t4")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expect"),
+    [
+        ("lora_r", -1, "greater than 0"),
+        ("lora_r", "abc", "valid integer"),
+        ("corpus", "wiki", "'seed' or 'c50'"),
+        ("max_exemplars", 4, "less than or equal to 3"),
+        ("grpo_num_generations", 1, "greater than or equal to 2"),
+    ],
+)
+def test_bad_values_name_the_field_the_value_and_the_default(field, value, expect):
+    with pytest.raises(ConfigError) as err:
+        get_profile("t4", **{field: value})
+    msg = str(err.value)
+    assert f"field '{field}'" in msg and repr(value) in msg and expect in msg
+    assert "the default for this profile is" in msg
+
+
+def test_parse_overrides_reads_json_values_and_plain_strings():
+    got = parse_overrides(["sft_max_steps=10", "load_in_4bit=true", "model_name=Qwen/Qwen2.5-0.5B"])
+    assert got == {"sft_max_steps": 10, "load_in_4bit": True, "model_name": "Qwen/Qwen2.5-0.5B"}
+    with pytest.raises(ConfigError, match="field=value"):
+        parse_overrides(["sft_max_steps"])
