@@ -27,8 +27,10 @@ def _cpu() -> Hardware:
 
 
 def _gpu() -> Hardware:
-    return Hardware(python="3.11", platform="Linux", cpu_count=8, ram_gb=32.0, torch="2.13",
-                    cuda=True, gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5))  # fmt: skip
+    return Hardware(
+        python="3.11", platform="Linux", cpu_count=8, ram_gb=32.0, torch="2.13", cuda=True,
+        gpu_name="Tesla T4", vram_gb=15.0, compute_capability=(7, 5),
+    )  # fmt: skip
 
 
 def test_tiny_model_reloads_with_auto_classes(tiny_dir):
@@ -139,7 +141,7 @@ def test_hub_model_offline_is_a_clear_error(monkeypatch):
 
 
 def test_model_path_without_config_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelUnavailableError, match="no config.json"):
+    with pytest.raises(ModelUnavailableError, match=r"no config\.json"):
         load_model(get_profile("t4", model_path=str(tmp_path)), hardware=_cpu())
 
 

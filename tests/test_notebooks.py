@@ -70,6 +70,6 @@ def test_stage_selection():
     present, absent = select_stages()
     assert present[0].name == "00_setup"
     assert [s.name for s in present + absent] == sorted(s.name for s in present + absent)
-    assert [s.name for s in select_stages(from_stage="00")[0]][0] == "00_setup"
+    assert select_stages(from_stage="00")[0][0].name == "00_setup"
     with pytest.raises(ConfigError):
         select_stages(from_stage="01", only=["02"])

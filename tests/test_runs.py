@@ -112,12 +112,12 @@ def test_manifest_with_a_bad_field_names_it(runs_root):
     data = json.loads((run.path / "manifest.json").read_text())
     data["stages"]["00_setup"]["status"] = "halfway"
     (run.path / "manifest.json").write_text(json.dumps(data))
-    with pytest.raises(ManifestError, match="field 'stages.00_setup.status'"):
+    with pytest.raises(ManifestError, match=r"field 'stages\.00_setup\.status'"):
         RunFolder.open(run.path)
 
 
 def test_opening_a_folder_without_manifest(tmp_path):
-    with pytest.raises(ManifestError, match="Run notebooks/00_setup.ipynb first"):
+    with pytest.raises(ManifestError, match=r"Run notebooks/00_setup\.ipynb first"):
         RunFolder.open(tmp_path)
 
 
