@@ -8,6 +8,8 @@ import nbformat
 import pytest
 
 from persrm_utils.errors import ConfigError
+from persrm_utils.pairs import Pair
+from persrm_utils.records import Exemplar, read_jsonl
 from persrm_utils.runner import StageFailed, run_series, select_stages
 from persrm_utils.runs import RunFolder, sha256_of
 
@@ -43,8 +45,25 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(runs_root):
     params = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert params and 'RUN_NAME = "t"' in params[0].source
 
+    # 01: exemplars with splits, factor table and figures
+    done = {r.stage for r in results if r.status == "done"}
+    assert {"00_setup", "01_exemplars", "02_synthetic_pairs"} <= done
+    exemplars = read_jsonl(run.path / "exemplars.jsonl", Exemplar)
+    assert {e.meta["split"] for e in exemplars} == {"train", "val", "test", "seen_test"}
+    assert any(e.author_id == "me" and e.meta["split"] == "test" for e in exemplars)
+    assert (run.path / "figures" / "01_style_map.png").stat().st_size > 10_000
+    # 02: one pairs file per split, every record valid, every type present
+    pairs = [p for s in ("train", "val", "test", "seen_test")
+             for p in read_jsonl(run.path / "pairs" / f"{s}.jsonl", Pair)]  # fmt: skip
+    assert {p.negative_type for p in pairs} == {
+        "style_mimic", "style_random", "minor_replace", "cross_author"}  # fmt: skip
+    ids = {e.text_id for e in exemplars}
+    assert all(set(p.exemplar_ids) <= ids and p.text_id not in p.exemplar_ids for p in pairs)
+    nb02 = _outputs(nbformat.read(run.path / "notebooks" / "02_synthetic_pairs.ipynb", 4))
+    assert "negatives/s" in nb02 and "minor_replace_count" in nb02
+
     again = run_series("smoke", run_name="t", progress=False, echo=lambda s: None)
-    assert again[0].status == "skipped"
+    assert {r.status for r in again if r.stage in done} == {"skipped"}
     forced = run_series("smoke", run_name="t", force=True, only=["00"], progress=False,
                         echo=lambda s: None)  # fmt: skip
     assert forced[0].status == "done"
@@ -73,3 +92,13 @@ def test_stage_selection():
     assert select_stages(from_stage="00")[0][0].name == "00_setup"
     with pytest.raises(ConfigError):
         select_stages(from_stage="01", only=["02"])
+
+
+def test_a_notebook_run_before_its_inputs_names_the_notebook_to_run_first(runs_root):
+    run_series("smoke", run_name="gap", only=["00"], progress=False, echo=lambda s: None)
+    with pytest.raises(StageFailed) as err:
+        run_series("smoke", run_name="gap", only=["02"], progress=False, echo=lambda s: None)
+    msg = str(err.value)
+    assert "MissingInputsError" in msg
+    assert "02_synthetic_pairs needs the outputs of 01_exemplars" in msg
+    assert "Run notebooks/01_exemplars.ipynb first" in msg

