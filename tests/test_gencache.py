@@ -129,7 +129,7 @@ def test_damage_in_the_middle_is_reported_with_its_line(tmp_path):
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"line 2.*generation cache") as info:
         CachedGenerator(OfflineBackend(), path).generate(requests(3), progress=False)
-    assert str(info.value).count("line 2") == 1 and info.value.line == 2
+    assert str(info.value).count("cache.jsonl, line 2:") == 1 and info.value.line == 2
 
 
 class Flaky:
