@@ -153,6 +153,27 @@ def _disable_bnb_avx512bf16(model: Any) -> int:
     return n
 
 
+def ensure_generation_markers(tokenizer: Any) -> str | None:
+    """Give a ChatML tokenizer a template with ``{% generation %}`` markers; say what was done.
+
+    TRL's ``assistant_only_loss`` finds the assistant's tokens through those markers, and
+    Qwen2.5's own template has none (TRL then refuses to train). Qwen2.5 and SmolLM2 both speak
+    ChatML, so our ChatML template with markers produces the same prompt text whenever a system
+    message is given, which the judge always gives.
+    """
+    from persrm_utils.tiny import CHAT_TEMPLATE
+
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if "{% generation %}" in template or "{%- generation %}" in template:
+        return None
+    if "<|im_start|>" not in tokenizer.get_vocab():
+        return "chat template has no generation markers and the model is not ChatML: " + (
+            "assistant-only loss is unavailable"
+        )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return "ChatML template with {% generation %} markers installed (for assistant-only loss)"
+
+
 def _load_transformers(profile: Profile, source: str, hw: Hardware) -> tuple[Any, Any, str, list]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -191,6 +212,9 @@ def _load_transformers(profile: Profile, source: str, hw: Hardware) -> tuple[Any
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
         reasons.append("tokenizer had no pad token: using the EOS token for padding")
+    note = ensure_generation_markers(tokenizer)
+    if note:
+        reasons.append(note)
     if profile.load_in_4bit and not hw.cuda:
         n = _disable_bnb_avx512bf16(model)
         reasons.append(f"bitsandbytes CPU workaround applied to {n} 4-bit layers")
@@ -212,7 +236,9 @@ def _load_unsloth(profile: Profile, source: str, hw: Hardware) -> tuple[Any, Any
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer, dtype_name, [f"unsloth {getattr(unsloth, '__version__', '?')}"]
+    reasons = [f"unsloth {getattr(unsloth, '__version__', '?')}"]
+    note = ensure_generation_markers(tokenizer)
+    return model, tokenizer, dtype_name, reasons + ([note] if note else [])
 
 
 def load_model(

@@ -1,0 +1,176 @@
+"""Supervised fine-tuning of the judge: TRL ``SFTTrainer``, LoRA (QLoRA on CUDA), resumable.
+
+The judge learns to write ``<think>`` reasoning about personal factors, then its verdict. Only
+the assistant's words are trained on (``assistant_only_loss``): the prompt with its exemplars is
+long, and learning to reproduce it would waste most of the gradient on text the judge never has
+to write. Checkpoints are saved every few steps, and :func:`train_sft` resumes from the last one,
+so a Colab disconnect costs minutes, not the run.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.hardware import choose_dtype_name, detect
+from persrm_utils.models import LoadedModel, add_lora, load_model
+from persrm_utils.profiles import Profile
+
+ADAPTER = "adapter"
+TRAIN_LOG = "train_log.json"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB): the figure the README tables report."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sft_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
+    """The ``SFTConfig`` for a profile; every field a learner may want to change is named here.
+
+    bf16 only on compute capability >= 8 (a T4 emulates it); on a CPU neither bf16 nor fp16
+    (``SFTConfig`` refuses bf16 there). ``save_steps`` keeps three checkpoints' worth of progress
+    at most a third of the run apart, so an interruption loses little.
+    """
+    from trl import SFTConfig
+
+    dtype = choose_dtype_name(capability if cuda else None)
+    steps = profile.sft_max_steps
+    values: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=profile.sft_batch_size,  # lower first if out of memory
+        gradient_accumulation_steps=profile.sft_grad_accum,  # raise when lowering the batch
+        learning_rate=profile.sft_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 10),
+        logging_steps=1,
+        save_steps=max(1, steps // 3),
+        save_total_limit=2,
+        max_length=profile.max_seq_length,  # lower if out of memory (long exemplars)
+        assistant_only_loss=True,
+        packing=False,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,  # trades compute for memory; pointless on a tiny CPU model
+        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    values.update(overrides)
+    return SFTConfig(**values)
+
+
+@dataclass
+class SFTResult:
+    adapter_dir: str
+    steps: int
+    seconds: float
+    resumed_from: str | None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    backend: str = ""
+    examples: int = 0
+
+    @property
+    def start_loss(self) -> float | None:
+        return self.losses[0][1] if self.losses else None
+
+    @property
+    def end_loss(self) -> float | None:
+        return self.losses[-1][1] if self.losses else None
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest ``checkpoint-N`` folder in ``output_dir``, or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def train_sft(
+    profile: Profile,
+    rows: list[dict],
+    output_dir: Path,
+    loaded: LoadedModel | None = None,
+    resume: bool = True,
+    callbacks: list | None = None,
+    **config_overrides: Any,
+) -> SFTResult:
+    """Train LoRA adapters on conversational rows ``{"messages": [system, user, assistant]}``.
+
+    Resumes from the newest checkpoint in ``output_dir`` when ``resume``. Saves the adapter and
+    tokenizer to ``output_dir/adapter`` and the loss history to ``output_dir/train_log.json``.
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    hw = detect()
+    loaded = loaded or load_model(profile)
+    model = add_lora(loaded, profile)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = sft_config(profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides)
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+    )
+    checkpoint = last_checkpoint(output_dir) if resume else None
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    adapter_dir = output_dir / ADAPTER
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(adapter_dir))
+        loaded.tokenizer.save_pretrained(str(adapter_dir))
+    losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    result = SFTResult(
+        adapter_dir=str(adapter_dir),
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        resumed_from=checkpoint,
+        losses=losses,
+        peak_rss_mb=peak_rss_mb(),
+        backend=loaded.backend,
+        examples=len(rows),
+    )
+    if trainer.is_world_process_zero():
+        log = output_dir / TRAIN_LOG
+        history = json.loads(log.read_text())["losses"] if checkpoint and log.exists() else []
+        merged = {int(s): v for s, v in history} | dict(losses)
+        payload = asdict(result) | {"losses": sorted(merged.items())}
+        log.write_text(json.dumps(payload, indent=2))
+    return result
+
+
+def adapter_tensor_norms(adapter_dir: Path) -> dict[str, float]:
+    """L2 norm of every LoRA tensor in a saved adapter.
+
+    LoRA's B matrices start at zero, so an adapter whose B norms are all zero never learned
+    anything: a saved adapter that "behaves like the base model" is the commonest silent bug.
+    """
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    return {name: float(t.float().norm()) for name, t in tensors.items()}
+
+
+def load_with_adapter(profile: Profile, adapter_dir: Path) -> LoadedModel:
+    """The base model of ``profile`` with a saved LoRA adapter attached (for inference)."""
+    from peft import PeftModel
+
+    loaded = load_model(profile)
+    loaded.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
+    loaded.model.eval()
+    loaded.source = f"{loaded.source} + {adapter_dir}"
+    return loaded
