@@ -37,14 +37,11 @@ def load_stage_inputs(run_path: Path) -> tuple[list[Pair], list[Pair], dict[str,
     return train, val, {e.text_id: e for e in exemplars}
 
 
-def make_traces(train: list[Pair], by_id: dict[str, Exemplar], run_path: Path):
+def make_traces(train: list[Pair], by_id: dict[str, Exemplar]):
     """Stylometric reasoning traces for every training pair, in both A/B orders."""
-    from persrm_utils.stylometry import feature_scale, feature_table
-    from persrm_utils.traces import build_sft_traces
+    from persrm_utils.traces import build_sft_traces, training_scale
 
-    train_ex = [e for e in by_id.values() if e.meta.get("split") == "train"]
-    scale = feature_scale(feature_table(train_ex, part="output"))
-    return build_sft_traces(train, by_id, scale, both_orders=True)
+    return build_sft_traces(train, by_id, training_scale(by_id.values()), both_orders=True)
 
 
 def run_sft_stage(
@@ -70,7 +67,7 @@ def run_sft_stage(
     else:
         run.require(STAGE)
     train, _, by_id = load_stage_inputs(run.path)
-    traces, stats = make_traces(train, by_id, run.path)
+    traces, stats = make_traces(train, by_id)
     out_dir = run.path / "sft"
     if main:
         write_jsonl(run.file("sft/traces.jsonl"), traces)

@@ -1,0 +1,187 @@
+"""GRPO: reinforcement fine-tuning of the judge with verifiable rewards (TRL ``GRPOTrainer``).
+
+For every prompt the policy samples a *group* of ``num_generations`` completions; each is scored
+by the reward functions (:mod:`persrm_utils.rewards`); a completion's advantage is its reward
+relative to its group's mean. No value model, no learned reward model: the verdict is checked
+against the known label, which is what makes the reward *verifiable* and cheap.
+
+On CUDA with Unsloth installed, the model comes from Unsloth (4-bit, its fused kernels and
+gradient checkpointing), which patches TRL's trainer on import; elsewhere plain TRL + PEFT.
+Training starts from the SFT adapter and resumes from the last checkpoint after an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.hardware import choose_dtype_name, detect
+from persrm_utils.models import LoadedModel, add_lora, load_model
+from persrm_utils.pairs import Pair
+from persrm_utils.profiles import Profile
+from persrm_utils.records import Exemplar
+from persrm_utils.sft import ADAPTER, last_checkpoint, peak_rss_mb
+
+TRAIN_LOG = "train_log.json"
+#: What notebook 04 plots, as TRL names them in the log history.
+CURVES = (
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "kl",
+)
+
+
+def grpo_rows(pairs: list[Pair], by_id: dict[str, Exemplar], both_orders: bool = True) -> list:
+    """Conversational prompts with their label (the letter of the real text)."""
+    from persrm_utils.judge import build_messages, label
+
+    swaps = (False, True) if both_orders else (False,)
+    return [
+        {"prompt": build_messages(p, by_id, swap=s), "label": label(p, s), "pair_id": p.pair_id}
+        for p in pairs
+        for s in swaps
+    ]
+
+
+def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
+    """The ``GRPOConfig`` for a profile; the memory knobs are commented for learners."""
+    from trl import GRPOConfig
+
+    dtype = choose_dtype_name(capability if cuda else None)
+    steps = profile.grpo_max_steps
+    values: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        learning_rate=profile.grpo_learning_rate,
+        per_device_train_batch_size=profile.grpo_batch_size,  # completions per step; lower if OOM
+        num_generations=profile.grpo_num_generations,  # group size G: lower first if OOM
+        max_completion_length=profile.max_completion_length,  # then lower this
+        temperature=1.0,  # sampling diversity inside a group is what creates a signal
+        beta=profile.grpo_beta,  # KL to the reference; 0 skips the reference model (saves memory)
+        loss_type="dapo",
+        scale_rewards="group",
+        mask_truncated_completions=False,
+        logging_steps=1,
+        save_steps=max(1, steps // 3),
+        save_total_limit=2,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,
+        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    values.update(overrides)
+    return GRPOConfig(**values)
+
+
+@dataclass
+class GRPOResult:
+    adapter_dir: str
+    steps: int
+    seconds: float
+    resumed_from: str | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    backend: str = ""
+
+    def first_last(self, key: str = "reward") -> tuple[float | None, float | None]:
+        values = [h[key] for h in self.history if key in h]
+        return (values[0], values[-1]) if values else (None, None)
+
+
+def load_policy(profile: Profile, sft_adapter: Path | None) -> LoadedModel:
+    """The policy: the base model with the SFT adapter, trainable; or a fresh LoRA without one."""
+    loaded = load_model(profile)
+    if sft_adapter is None:
+        add_lora(loaded, profile)
+        return loaded
+    if loaded.backend == "unsloth":
+        # Unsloth wraps the model itself; attach the SFT weights to its LoRA layers.
+        add_lora(loaded, profile)
+        loaded.model.load_adapter(str(sft_adapter), adapter_name="default", is_trainable=True)
+        return loaded
+    from peft import PeftModel
+
+    loaded.model = PeftModel.from_pretrained(loaded.model, str(sft_adapter), is_trainable=True)
+    return loaded
+
+
+def train_grpo(
+    profile: Profile,
+    rows: list[dict],
+    output_dir: Path,
+    reward_funcs: tuple,
+    sft_adapter: Path | None = None,
+    loaded: LoadedModel | None = None,
+    resume: bool = True,
+    callbacks: list | None = None,
+    **config_overrides: Any,
+) -> GRPOResult:
+    """Run GRPO from the SFT adapter; save the new adapter and the metric history."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    hw = detect()
+    loaded = loaded or load_policy(profile, sft_adapter)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = grpo_config(profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides)
+    trainer = GRPOTrainer(
+        model=loaded.model,
+        reward_funcs=list(reward_funcs),
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+    )
+    checkpoint = last_checkpoint(output_dir) if resume else None
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    adapter_dir = output_dir / ADAPTER
+    history = [
+        {k: float(v) for k, v in e.items() if isinstance(v, int | float)}
+        for e in trainer.state.log_history
+        if "reward" in e
+    ]
+    result = GRPOResult(
+        adapter_dir=str(adapter_dir),
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        resumed_from=checkpoint,
+        history=history,
+        peak_rss_mb=peak_rss_mb(),
+        backend=loaded.backend,
+    )
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(adapter_dir))
+        loaded.tokenizer.save_pretrained(str(adapter_dir))
+        (output_dir / TRAIN_LOG).write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def sample_groups(
+    loaded: LoadedModel, rows: list[dict], group_size: int, max_new_tokens: int, seed: int = 0
+) -> list[str]:
+    """``group_size`` sampled completions per prompt (temperature 1), for the pre-flight check."""
+    from persrm_utils.generation import GenRequest, TransformersBackend
+
+    backend = TransformersBackend(
+        loaded.model, loaded.tokenizer, batch_size=group_size, model_name=f"preflight-{seed}"
+    )
+    requests = [
+        GenRequest(row["prompt"], max_new_tokens, temperature=1.0, seed=seed * 1000 + j)
+        for row in rows
+        for j in range(group_size)
+    ]
+    return [r.text for r in backend.generate(requests)]
