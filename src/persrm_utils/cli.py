@@ -5,6 +5,7 @@
     persrm run --profile cpu --from 03    # resume from a stage
     persrm run --only 00_setup --set sft_max_steps=2
     persrm sft --profile smoke --run r1   # stage 03 alone (also under torchrun/accelerate)
+    persrm grpo --profile smoke --run r1  # stage 04 alone
 
 Errors the user can fix are printed as one paragraph, without a traceback, with exit code 2.
 """
@@ -35,11 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         help="override a profile field (repeatable), e.g. --set sft_max_steps=10",
     )  # fmt: skip
     run.add_argument("--kernel", default="python3", help="Jupyter kernel name")
-    sft = sub.add_parser("sft", help="stage 03 outside the notebook (works under torchrun)")
-    sft.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILE_NAMES)}")
-    sft.add_argument("--run", dest="run_name", help="run folder name (default: the profile)")
-    sft.add_argument("--force", action="store_true", help="train again even if done")
-    sft.add_argument("--set", dest="overrides", action="append", metavar="FIELD=VALUE")
+    for name, stage in (("sft", "03"), ("grpo", "04")):
+        cmd = sub.add_parser(name, help=f"stage {stage} outside the notebook (torchrun/accelerate)")
+        cmd.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILE_NAMES)}")
+        cmd.add_argument("--run", dest="run_name", help="run folder name (default: the profile)")
+        cmd.add_argument("--force", action="store_true", help="train again even if done")
+        cmd.add_argument("--set", dest="overrides", action="append", metavar="FIELD=VALUE")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
     return parser
 
@@ -67,12 +69,12 @@ def main(argv: list[str] | None = None) -> int:
                 progress=not args.no_progress,
             )
             return 0
-        if args.command == "sft":
+        if args.command in ("sft", "grpo"):
+            from persrm_utils.grpo_stage import run_grpo_stage
             from persrm_utils.sft_stage import run_sft_stage
 
-            run_sft_stage(
-                args.profile, args.run_name, parse_overrides(args.overrides), force=args.force
-            )
+            stage = run_sft_stage if args.command == "sft" else run_grpo_stage
+            stage(args.profile, args.run_name, parse_overrides(args.overrides), force=args.force)
             return 0
     except PersRMError as err:
         print(f"\npersrm: {type(err).__name__}: {err}", file=sys.stderr)

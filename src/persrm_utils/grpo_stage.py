@@ -1,0 +1,57 @@
+"""Stage 04 as one function, for ``persrm grpo`` and ``accelerate launch``.
+
+    persrm grpo --profile t4 --run t4-1
+    accelerate launch -m persrm_utils.cli grpo --profile 24gb --run r
+
+Every process trains; only rank 0 writes the adapter and the manifest (see ``sft_stage``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from persrm_utils.sft_stage import load_stage_inputs, rank
+
+STAGE = "04_grpo_unsloth"
+
+
+def run_grpo_stage(
+    profile_name: str = "smoke",
+    run_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """GRPO from the SFT adapter, recorded in the run folder's manifest (rank 0 only)."""
+    from persrm_utils.grpo import TRAIN_LOG, grpo_rows, train_grpo
+    from persrm_utils.profiles import get_profile
+    from persrm_utils.rewards import REWARD_FUNCS
+    from persrm_utils.runs import RunFolder
+    from persrm_utils.sft import ADAPTER
+
+    profile = get_profile(profile_name, **(overrides or {}))
+    main = rank() == 0
+    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
+    if main:
+        if run.is_done(STAGE) and not force:
+            print(f"{STAGE} is already done in {run.path} (use --force to train again)")
+            return {"skipped": True}
+        run.start_stage(STAGE, config=profile.model_dump(mode="json"))
+    else:
+        run.require(STAGE)
+    train, _, by_id = load_stage_inputs(run.path)
+    out_dir = run.path / "grpo"
+    result = train_grpo(
+        profile, grpo_rows(train, by_id), out_dir, REWARD_FUNCS,
+        sft_adapter=run.path / "sft" / ADAPTER,
+    )  # fmt: skip
+    if main:
+        run = RunFolder.open(run.path)
+        run.finish_stage(STAGE, [out_dir / ADAPTER, out_dir / TRAIN_LOG])
+        first, last = result.first_last("reward")
+        print(
+            f"{STAGE}: {result.steps} steps in {result.seconds:.1f} s, reward {first:.3f} -> "
+            f"{last:.3f}, adapter in {out_dir / ADAPTER}"
+        )
+    return {"grpo": json.loads(json.dumps(asdict(result), default=str))}
