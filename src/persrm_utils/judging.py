@@ -44,8 +44,13 @@ def judge_pairs(
     model_name: str,
     both_orders: bool = False,
     batch_size: int = 8,
+    k: int | None = None,
 ) -> list[Judgement]:
-    """The judge's verdict on every pair (in both A/B orders when ``both_orders``)."""
+    """The judge's verdict on every pair (in both A/B orders when ``both_orders``).
+
+    ``k`` overrides how many of each pair's exemplars are shown (0: none, the ablation that
+    measures how much the exemplars help at all).
+    """
     from persrm_utils.generation import GenRequest, TransformersBackend
     from persrm_utils.judge import build_messages, label, parse_verdict
 
@@ -53,7 +58,9 @@ def judge_pairs(
     swaps = (False, True) if both_orders else (False,)
     todo = [(p, s) for p in pairs for s in swaps]
     requests = [
-        GenRequest(build_messages(p, by_id, swap=s), max_new_tokens, meta={"pair_id": p.pair_id})
+        GenRequest(
+            build_messages(p, by_id, k=k, swap=s), max_new_tokens, meta={"pair_id": p.pair_id}
+        )
         for p, s in todo
     ]
     results = backend.generate(requests)

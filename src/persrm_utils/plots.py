@@ -118,3 +118,63 @@ def counts_bars(
         ax.bar_label(container, fontsize=7)
     fig.tight_layout()
     return save(fig, path)
+
+
+def accuracy_bars(
+    table: pd.DataFrame, group: str | None, title: str, path: Path | None = None
+) -> plt.Figure:
+    """Accuracy per model (and per ``group``), with bootstrap 95% intervals and the 50% line.
+
+    ``table`` has columns model, accuracy, ci_low, ci_high (and ``group``), as
+    :func:`persrm_utils.metrics.accuracy_table` returns them.
+    """
+    models = list(dict.fromkeys(table["model"]))
+    groups = list(dict.fromkeys(table[group])) if group else [None]
+    width = 0.8 / max(1, len(groups))
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(models) * max(1, len(groups)) ** 0.5), 4.2))
+    for j, g in enumerate(groups):
+        sub = table if g is None else table[table[group] == g]
+        sub = sub.set_index("model").reindex(models)
+        x = np.arange(len(models)) + (j - (len(groups) - 1) / 2) * width
+        err = np.vstack([sub["accuracy"] - sub["ci_low"], sub["ci_high"] - sub["accuracy"]])
+        ax.bar(x, sub["accuracy"], width, yerr=err, capsize=3, label=str(g) if g else None)
+    ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
+    ax.set_xticks(np.arange(len(models)))
+    ax.set_xticklabels(models, rotation=20, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy (both A/B orders)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, ncol=min(4, len(groups) + 1))
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def accuracy_vs(table: pd.DataFrame, x: str, title: str, path: Path | None = None) -> plt.Figure:
+    """Accuracy against a numeric column (e.g. k exemplars), one line per model, with bands."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for model, sub in table.groupby("model", sort=False):
+        sub = sub.sort_values(x)
+        ax.plot(sub[x], sub["accuracy"], marker="o", label=model)
+        ax.fill_between(sub[x], sub["ci_low"], sub["ci_high"], alpha=0.15)
+    ax.axhline(0.5, color="grey", ls="--", lw=1)
+    ax.set_xlabel(x)
+    ax.set_ylabel("accuracy (both A/B orders)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)
+
+
+def position_bias_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Share of valid verdicts saying "A" per model: 0.5 is unbiased."""
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(table["model"], table["position_bias"].fillna(0.0), color="tab:purple")
+    ax.axhline(0.5, color="grey", ls="--", lw=1, label="unbiased")
+    ax.set_ylim(0, 1.0)
+    ax.set_ylabel('share of verdicts "A"')
+    ax.set_title("Position bias")
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save(fig, path)

@@ -1,0 +1,76 @@
+"""Stage 05 as functions: judge the held-out pairs with every model and baseline, then measure.
+
+Every judge sees every pair in both A/B orders, so position bias cannot inflate accuracy, and an
+invalid output counts as wrong. Predictions are saved with their rationales, one JSON line per
+(model, pair, order), so any number on the results page can be traced to the texts behind it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.judging import Judgement, judge_pairs
+from persrm_utils.pairs import Pair
+from persrm_utils.profiles import Profile
+from persrm_utils.records import Exemplar, read_jsonl
+
+BASE, SFT, GRPO = "base (zero-shot)", "SFT", "SFT + GRPO"
+
+
+def eval_pairs(
+    run_path: Path, splits: Sequence[str] = ("test", "seen_test"), max_pairs: int | None = None
+) -> list[Pair]:
+    """The held-out pairs: unseen test authors first, then the seen-author split.
+
+    ``max_pairs`` caps each split (the first pairs in file order, which is seeded), to keep
+    CPU runs short; the cap is recorded on the results page.
+    """
+    out: list[Pair] = []
+    for split in splits:
+        pairs = read_jsonl(run_path / "pairs" / f"{split}.jsonl", Pair)
+        out += pairs[:max_pairs] if max_pairs else pairs
+    return out
+
+
+def judge_with_adapters(
+    profile: Profile,
+    run_path: Path,
+    pairs: Sequence[Pair],
+    by_id: dict[str, Exemplar],
+    batch_size: int = 8,
+    k_zero: bool = True,
+) -> dict[str, list[Judgement]]:
+    """The base model zero-shot, the SFT adapter and the GRPO adapter, each in both orders.
+
+    With ``k_zero`` the final model also judges every pair with *no* exemplars, which measures
+    how much the exemplars contribute at all (the k = 0 point of the accuracy-vs-k plot).
+    """
+    from persrm_utils.models import load_model
+    from persrm_utils.sft import ADAPTER, load_with_adapter
+
+    n = profile.max_completion_length
+    out: dict[str, list[Judgement]] = {}
+    base = load_model(profile)
+    out[BASE] = judge_pairs(base.model, base.tokenizer, pairs, by_id, n,
+                            f"{profile.model_name}:base", both_orders=True,
+                            batch_size=batch_size)  # fmt: skip
+    for name, folder in ((SFT, "sft"), (GRPO, "grpo")):
+        adapter = run_path / folder / ADAPTER
+        if not adapter.exists():
+            continue
+        tuned = load_with_adapter(profile, adapter)
+        tag = f"{profile.model_name}:{folder}:{run_path.name}"
+        out[name] = judge_pairs(tuned.model, tuned.tokenizer, pairs, by_id, n, tag,
+                                both_orders=True, batch_size=batch_size)  # fmt: skip
+        if name == GRPO and k_zero:
+            out[f"{GRPO}, k=0"] = judge_pairs(tuned.model, tuned.tokenizer, pairs, by_id, n,
+                                              tag, both_orders=True, batch_size=batch_size,
+                                              k=0)  # fmt: skip
+    return out
+
+
+def predictions_records(judged: dict[str, list[Judgement]]) -> list[dict[str, Any]]:
+    """Flat rows for ``eval/predictions.jsonl`` (model name added to each judgement)."""
+    return [{"model": model, **j.to_dict()} for model, js in judged.items() for j in js]

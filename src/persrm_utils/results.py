@@ -1,0 +1,111 @@
+"""The results page: every model and baseline of one run, as Markdown, from measured files only.
+
+Built from ``runs/<name>/eval/`` and the manifest, so the page can always be regenerated and
+never holds a number that the run did not produce. Models that were not evaluated in the run are
+listed as "not run" rather than left out.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from persrm_utils.runs import RunFolder
+
+ALL_MODELS = (
+    "random",
+    "stylometric (char n-grams)",
+    "Bradley-Terry RM",
+    "base (zero-shot)",
+    "SFT",
+    "SFT + GRPO",
+)
+
+
+def _fmt(row: pd.Series) -> str:
+    return f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
+    if columns is None:
+        out = pd.DataFrame(
+            {
+                "accuracy [95% CI]": df.apply(_fmt, axis=1),
+                "pairs": df["n_pairs"].astype(int),
+                "swap consistency": df["swap_consistency"].map("{:.3f}".format),
+                "parse failures": df["parse_failure_rate"].map("{:.3f}".format),
+                "says A": df["position_bias"].map(
+                    lambda v: "–" if pd.isna(v) else f"{v:.2f}"
+                ),
+            }
+        )
+        out.index = df[index]
+        return out.to_markdown()
+    cells = df.assign(cell=df.apply(_fmt, axis=1))
+    pivot = cells.pivot(index=index, columns=columns, values="cell")
+    return pivot.to_markdown()
+
+
+def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = None) -> Path:
+    """Write the Markdown page for the run at ``run_path`` to ``dest``."""
+    run = RunFolder.open(run_path)
+    eval_dir = run.path / "eval"
+    overall = pd.read_csv(eval_dir / "overall.csv")
+    by_type = pd.read_csv(eval_dir / "by_negative_type.csv")
+    by_seen = pd.read_csv(eval_dir / "by_seen.csv")
+    info = json.loads((eval_dir / "info.json").read_text())
+    record = run.manifest.stages.get("05_evaluation")
+    versions = record.versions if record else {}
+    hardware = record.hardware if record else {}
+    missing = [m for m in ALL_MODELS if m not in set(overall["model"])]
+    figs = figures_rel or str(Path("figures"))
+    stage_rows = [
+        f"| {name} | {rec.status} | {rec.seconds if rec.seconds is not None else '–'} |"
+        for name, rec in run.manifest.stages.items()
+    ]
+    lines = [
+        f"# Results: run `{run.manifest.run}` (profile `{run.manifest.profile}`)",
+        "",
+        f"Generated {_dt.date.today().isoformat()} from `runs/{run.manifest.run}/eval/` by "
+        "`persrm_utils.results.write_results_page`. Every number below was measured in this run.",
+        "",
+        f"- **Data**: {info['data']}",
+        f"- **Evaluated pairs**: {info['pairs']} (each judged in both A/B orders)",
+        f"- **Hardware**: {hardware.get('cpu_count', '?')} CPU cores, "
+        f"{hardware.get('ram_gb', '?')} GB RAM, GPU: {hardware.get('gpu_name') or 'none'}",
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        "",
+        "## All models and baselines (unseen test authors)",
+        "",
+        _table(overall, "model", None),
+        "",
+        "Not run in this run: " + (", ".join(missing) if missing else "none") + ".",
+        "",
+        "## By negative type (accuracy [95% CI])",
+        "",
+        _table(by_type, "model", "negative_type"),
+        "",
+        "## Seen vs unseen authors (accuracy [95% CI])",
+        "",
+        _table(by_seen, "model", "seen"),
+        "",
+        "## Figures",
+        "",
+        f"![accuracy by negative type]({figs}/05_by_type.png)",
+        f"![accuracy vs k]({figs}/05_by_k.png)",
+        f"![seen vs unseen]({figs}/05_seen.png)",
+        f"![position bias]({figs}/05_position_bias.png)",
+        "",
+        "## Stage times (seconds)",
+        "",
+        "| stage | status | seconds |",
+        "| --- | --- | --- |",
+        *stage_rows,
+        "",
+    ]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(lines))
+    return dest
