@@ -122,6 +122,14 @@ def test_badges_point_at_the_notebook_itself():
         assert badge_markdown(path.name) in nbformat.read(path, as_version=4).cells[0].source
 
 
+def test_readme_links_every_notebook_with_its_badge():
+    """Dead Colab links are a classic of tutorial series: the README's are generated, so check."""
+    readme = (ROOT / "README.md").read_text()
+    for path in series_notebooks():
+        assert badge_markdown(path.name) in readme, path.name
+        assert f"(notebooks/{path.name})" in readme, path.name
+
+
 def test_install_cell_is_a_noop_outside_colab():
     source = install_cell_source()
     assert 'IN_COLAB = "COLAB_" in "".join(os.environ)' in source

@@ -13,7 +13,6 @@ Training starts from the SFT adapter and resumes from the last checkpoint after 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from persrm_utils.models import LoadedModel, add_lora, load_model
 from persrm_utils.pairs import Pair
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar
-from persrm_utils.sft import ADAPTER, last_checkpoint, peak_rss_mb
+from persrm_utils.sft import ADAPTER, peak_rss_mb, run_trainer
 
 TRAIN_LOG = "train_log.json"
 #: What notebook 04 plots, as TRL names them in the log history.
@@ -144,10 +143,7 @@ def train_grpo(
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
-    checkpoint = last_checkpoint(output_dir) if resume else None
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
+    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
     adapter_dir = output_dir / ADAPTER
     history = [
         {k: float(v) for k, v in e.items() if isinstance(v, int | float)}
@@ -164,8 +160,6 @@ def train_grpo(
         backend=loaded.backend,
     )
     if trainer.is_world_process_zero():
-        trainer.save_model(str(adapter_dir))
-        loaded.tokenizer.save_pretrained(str(adapter_dir))
         (output_dir / TRAIN_LOG).write_text(json.dumps(asdict(result), indent=2))
     return result
 

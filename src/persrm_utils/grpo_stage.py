@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from persrm_utils.sft_stage import load_stage_inputs, rank
+from persrm_utils.sft_stage import begin_stage, load_stage_inputs
 
 STAGE = "04_grpo_unsloth"
 
@@ -25,21 +25,14 @@ def run_grpo_stage(
 ) -> dict[str, Any]:
     """GRPO from the SFT adapter, recorded in the run folder's manifest (rank 0 only)."""
     from persrm_utils.grpo import TRAIN_LOG, grpo_rows, train_grpo
-    from persrm_utils.profiles import get_profile
     from persrm_utils.rewards import REWARD_FUNCS
     from persrm_utils.runs import RunFolder
     from persrm_utils.sft import ADAPTER
 
-    profile = get_profile(profile_name, **(overrides or {}))
-    main = rank() == 0
-    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
-    if main:
-        if run.is_done(STAGE) and not force:
-            print(f"{STAGE} is already done in {run.path} (use --force to train again)")
-            return {"skipped": True}
-        run.start_stage(STAGE, config=profile.model_dump(mode="json"))
-    else:
-        run.require(STAGE)
+    begun = begin_stage(STAGE, profile_name, run_name, overrides, force)
+    if begun is None:
+        return {"skipped": True}
+    profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
     out_dir = run.path / "grpo"
     result = train_grpo(

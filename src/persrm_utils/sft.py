@@ -96,6 +96,22 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
 
 
+def run_trainer(trainer: Any, output_dir: Path, tokenizer: Any, resume: bool):
+    """Train (resuming from the newest checkpoint when asked) and save the adapter on rank 0.
+
+    Shared by SFT and GRPO: both save LoRA checkpoints into ``output_dir`` and the final adapter,
+    with its tokenizer, into ``output_dir/adapter``. Returns (seconds, checkpoint resumed from).
+    """
+    checkpoint = last_checkpoint(output_dir) if resume else None
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=checkpoint)
+    seconds = time.perf_counter() - start
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output_dir / ADAPTER))
+        tokenizer.save_pretrained(str(output_dir / ADAPTER))
+    return seconds, checkpoint
+
+
 def train_sft(
     profile: Profile,
     rows: list[dict],
@@ -125,14 +141,8 @@ def train_sft(
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
-    checkpoint = last_checkpoint(output_dir) if resume else None
-    start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=checkpoint)
-    seconds = time.perf_counter() - start
+    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
     adapter_dir = output_dir / ADAPTER
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(adapter_dir))
-        loaded.tokenizer.save_pretrained(str(adapter_dir))
     losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     result = SFTResult(
         adapter_dir=str(adapter_dir),

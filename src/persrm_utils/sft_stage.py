@@ -44,6 +44,34 @@ def make_traces(train: list[Pair], by_id: dict[str, Exemplar]):
     return build_sft_traces(train, by_id, training_scale(by_id.values()), both_orders=True)
 
 
+def begin_stage(
+    stage: str,
+    profile_name: str,
+    run_name: str | None,
+    overrides: dict[str, Any] | None,
+    force: bool,
+):
+    """(profile, run folder, is_main), or None when the stage is done and not forced.
+
+    Only the main process (rank 0) marks the stage as running; the other ranks only check that
+    its inputs exist, so two processes never write the manifest at once.
+    """
+    from persrm_utils.profiles import get_profile
+    from persrm_utils.runs import RunFolder
+
+    profile = get_profile(profile_name, **(overrides or {}))
+    main = rank() == 0
+    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
+    if main:
+        if run.is_done(stage) and not force:
+            print(f"{stage} is already done in {run.path} (use --force to train again)")
+            return None
+        run.start_stage(stage, config=profile.model_dump(mode="json"))
+    else:
+        run.require(stage)
+    return profile, run, main
+
+
 def run_sft_stage(
     profile_name: str = "smoke",
     run_name: str | None = None,
@@ -51,21 +79,14 @@ def run_sft_stage(
     force: bool = False,
 ) -> dict[str, Any]:
     """Traces -> SFT -> adapter, recorded in the run folder's manifest (rank 0 only)."""
-    from persrm_utils.profiles import get_profile
     from persrm_utils.runs import RunFolder
     from persrm_utils.sft import ADAPTER, TRAIN_LOG, train_sft
     from persrm_utils.traces import to_sft_rows
 
-    profile = get_profile(profile_name, **(overrides or {}))
-    main = rank() == 0
-    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
-    if main:
-        if run.is_done(STAGE) and not force:
-            print(f"{STAGE} is already done in {run.path} (use --force to train again)")
-            return {"skipped": True}
-        run.start_stage(STAGE, config=profile.model_dump(mode="json"))
-    else:
-        run.require(STAGE)
+    begun = begin_stage(STAGE, profile_name, run_name, overrides, force)
+    if begun is None:
+        return {"skipped": True}
+    profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
     traces, stats = make_traces(train, by_id)
     out_dir = run.path / "sft"
