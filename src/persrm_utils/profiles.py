@@ -94,6 +94,9 @@ class Profile(BaseModel):
         description="rules: built-in synonym table (small models cannot follow the instruction)"
     )
     generator_batch_size: int = Field(gt=0, description="negatives generated at once")
+    eval_max_pairs: int | None = Field(
+        default=None, ge=1, description="cap on judged pairs per split (None: all); CPU time"
+    )
     seed: int = 0
 
     # --- what to expect (measured figures only) ----------------------------------------------
@@ -147,17 +150,17 @@ _BASE: dict[str, dict[str, Any]] = {
         model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
         load_in_4bit=False,
         max_seq_length=1536,
-        max_completion_length=320,
+        max_completion_length=224,
         lora_r=8,
         lora_alpha=16,
         lora_dropout=0.05,
         sft_batch_size=2,
         sft_grad_accum=4,
-        sft_max_steps=40,
+        sft_max_steps=12,
         sft_learning_rate=2e-4,
         grpo_batch_size=4,
         grpo_num_generations=4,
-        grpo_max_steps=10,
+        grpo_max_steps=4,
         grpo_learning_rate=5e-6,
         grpo_beta=0.0,
         corpus="c50",
@@ -170,6 +173,7 @@ _BASE: dict[str, dict[str, Any]] = {
         seen_author_frac=0.2,
         minor_replace_writer="rules",
         generator_batch_size=8,
+        eval_max_pairs=6,
     ),
     "t4": dict(
         description="The headline path: Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free "
