@@ -12,6 +12,7 @@ from persrm_utils.pairs import Pair
 from persrm_utils.records import Exemplar, read_jsonl
 from persrm_utils.runner import StageFailed, run_series, select_stages
 from persrm_utils.runs import RunFolder, sha256_of
+from persrm_utils.traces import Trace
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +63,36 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(runs_root):
     nb02 = _outputs(nbformat.read(run.path / "notebooks" / "02_synthetic_pairs.ipynb", 4))
     assert "negatives/s" in nb02 and "minor_replace_count" in nb02
 
+    # 03: traces, a trained adapter that differs from zero, before/after figures
+    sft = run.path / "sft"
+    assert (sft / "adapter" / "adapter_model.safetensors").is_file()
+    assert json.loads((sft / "eval_before_after.json").read_text())["after"]["n"] > 0
+    assert read_jsonl(sft / "traces.jsonl", Trace)
+    # 04: GRPO adapter, metric history with the curves the notebook plots
+    history = json.loads((run.path / "grpo" / "train_log.json").read_text())["history"]
+    assert history and all("frac_reward_zero_std" in h for h in history)
+    assert (run.path / "figures" / "04_grpo_curves.png").is_file()
+    # 05: every model and baseline measured, a results page, reproducible metrics
+    metrics = json.loads((run.path / "eval" / "metrics.json").read_text())
+    assert [m["model"] for m in metrics] == [
+        "random", "stylometric (char n-grams)", "Bradley-Terry RM", "base (zero-shot)", "SFT",
+        "SFT + GRPO"]  # fmt: skip
+    page = (run.path / "RESULTS.md").read_text()
+    assert "| SFT + GRPO" in page and "Not run in this run: none." in page
+    assert {r.stage for r in results if r.status == "done"} >= {"03_sft_qlora", "05_evaluation"}
+    rerun = run_series("smoke", run_name="t", only=["05"], force=True, progress=False,
+                       echo=lambda s: None)  # fmt: skip
+    assert rerun[0].status == "done"
+    again_metrics = json.loads((run.path / "eval" / "metrics.json").read_text())
+    assert again_metrics == metrics, "the same run twice must give the same metrics"
+
     again = run_series("smoke", run_name="t", progress=False, echo=lambda s: None)
     assert {r.status for r in again if r.stage in done} == {"skipped"}
     forced = run_series("smoke", run_name="t", force=True, only=["00"], progress=False,
                         echo=lambda s: None)  # fmt: skip
     assert forced[0].status == "done"
     assert RunFolder.open(run.path).manifest.stages["00_setup"].runs == 2
+    assert RunFolder.open(run.path).manifest.stages["05_evaluation"].runs == 2
 
 
 def test_a_failing_cell_stops_the_series_and_shows_the_cell(runs_root, tmp_path):
