@@ -37,9 +37,7 @@ def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
                 "pairs": df["n_pairs"].astype(int),
                 "swap consistency": df["swap_consistency"].map("{:.3f}".format),
                 "parse failures": df["parse_failure_rate"].map("{:.3f}".format),
-                "says A": df["position_bias"].map(
-                    lambda v: "–" if pd.isna(v) else f"{v:.2f}"
-                ),
+                "says A": df["position_bias"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"),
             }
         )
         out.index = df[index]
