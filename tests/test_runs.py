@@ -87,7 +87,9 @@ def test_reopening_with_another_profile_is_refused(runs_root):
     with pytest.raises(ConfigError, match="was made with profile 'smoke'"):
         RunFolder.create("r1", "cpu")
     with pytest.raises(ConfigError, match="another name"):
-        RunFolder.create("r1", "smoke", {"lora_r": 2})
+        RunFolder.create("r1", "smoke", {"model_path": "/elsewhere"})
+    # overrides that do not change the model are fine: e.g. more steps for one stage
+    assert RunFolder.create("r1", "smoke", {"sft_max_steps": 2}).manifest.profile == "smoke"
 
 
 @pytest.mark.parametrize("name", ["../escape", "a b", "", "/abs"])

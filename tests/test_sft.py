@@ -136,8 +136,9 @@ def test_sft_stage_under_torchrun_with_two_cpu_processes(runs_root, tmp_path):
     env = {**os.environ, "PERSRM_RUNS_DIR": str(runs_root), "OMP_NUM_THREADS": "1",
            "PERSRM_CACHE_DIR": str(tmp_path / "cache")}  # fmt: skip
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m", "persrm_utils.cli",
-           "sft", "--profile", "smoke", "--run", "ddp", "--set", "sft_max_steps=2"]  # fmt: skip
+    cmd = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", "-m",
+           "persrm_utils.cli", "sft", "--profile", "smoke", "--run-name", "ddp",
+           "--set", "sft_max_steps=2"]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = RunFolder.open(runs_root / "ddp")

@@ -27,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("doctor", help="check the environment and recommend a profile")
     run = sub.add_parser("run", help="execute the notebooks in order into a run folder")
     run.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILE_NAMES)}")
-    run.add_argument("--run", dest="run_name", help="run folder name (default: the profile)")
+    run.add_argument(
+        "--run", "--run-name", dest="run_name", help="run folder name (default: the profile)"
+    )
     run.add_argument("--from", dest="from_stage", help="start at this stage (e.g. 03)")
     run.add_argument("--only", nargs="+", help="run only these stages")
     run.add_argument("--force", action="store_true", help="rerun stages already done")
@@ -39,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     for name, stage in (("sft", "03"), ("grpo", "04")):
         cmd = sub.add_parser(name, help=f"stage {stage} outside the notebook (torchrun/accelerate)")
         cmd.add_argument("--profile", default="smoke", help=f"one of {', '.join(PROFILE_NAMES)}")
-        cmd.add_argument("--run", dest="run_name", help="run folder name (default: the profile)")
+        # --run-name: torchrun's parser rejects "--run" as an abbreviation of its --run-path
+        cmd.add_argument("--run", "--run-name", dest="run_name", help="run folder name")
         cmd.add_argument("--force", action="store_true", help="train again even if done")
         cmd.add_argument("--set", dest="overrides", action="append", metavar="FIELD=VALUE")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")

@@ -29,6 +29,8 @@ from persrm_utils.stages import get_stage
 Status = Literal["running", "done", "failed"]
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
+#: Overrides that change which model a run uses: they cannot change within one run.
+MODEL_FIELDS = ("model_source", "model_name", "model_path", "load_in_4bit")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 
 
@@ -113,10 +115,11 @@ class RunFolder:
         overrides: dict[str, Any] | None = None,
         root: Path | None = None,
     ) -> RunFolder:
-        """Create ``<root>/<name>`` or reopen it when it exists with the same profile.
+        """Create ``<root>/<name>`` or reopen it when it exists with the same profile and model.
 
-        Reopening with another profile or other overrides is refused: artifacts made with the
-        tiny model must never be mixed with Qwen's in one run.
+        Reopening with another profile, or with overrides that change the model, is refused:
+        artifacts made with the tiny model must never be mixed with Qwen's in one run. Other
+        overrides (more steps for one stage, say) are allowed; each stage records its own config.
         """
         if not _NAME_RE.match(name):
             raise ConfigError(
@@ -128,7 +131,9 @@ class RunFolder:
         if (path / MANIFEST).exists():
             run = cls.open(path)
             m = run.manifest
-            if m.profile != profile or m.overrides != json.loads(json.dumps(overrides)):
+            now = json.loads(json.dumps(overrides))
+            changed = {k for k in MODEL_FIELDS if m.overrides.get(k) != now.get(k)}
+            if m.profile != profile or changed:
                 raise ConfigError(
                     f"Run '{name}' in {path} was made with profile '{m.profile}' and overrides "
                     f"{m.overrides}, not '{profile}' and {overrides}.",

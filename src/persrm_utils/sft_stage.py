@@ -1,8 +1,8 @@
 """Stage 03 as one function, for ``persrm sft`` and multi-GPU launches.
 
     persrm sft --profile t4 --run t4-1                                   # one process
-    accelerate launch -m persrm_utils.cli sft --profile 24gb --run r     # several GPUs (DDP)
-    torchrun --nproc_per_node 2 -m persrm_utils.cli sft --profile smoke  # 2 CPU processes (gloo)
+    accelerate launch -m persrm_utils.cli sft --profile 24gb --run-name r  # several GPUs
+    torchrun --nproc_per_node 2 -m persrm_utils.cli sft --profile smoke --run-name r  # 2 CPUs
 
 The notebook ``03_sft_qlora`` runs the same steps one cell at a time. Under a launcher every
 process trains (``SFTTrainer`` wires up DDP from the launcher's environment), while only the
