@@ -297,3 +297,31 @@ def test_bt_full_fine_tune_of_a_4bit_model_is_refused_before_loading(smoke):
     rows = bt_rows(pairs_by_split["train"][:1], by_id)
     with pytest.raises(PersRMError, match="4-bit"):
         train_bt(get_profile("smoke", load_in_4bit=True), rows, "unused", max_steps=1, full=True)
+
+
+def test_bt_training_is_reproducible_whatever_the_global_rng(trained_bt, smoke, tmp_path):
+    """The same rows and profile give the same reward model, even after other code drew numbers.
+
+    The failure this prevents: the score head and LoRA matrices were drawn from the global RNG
+    before ``RewardTrainer`` seeds it, so notebook 05 run twice reported different Bradley-Terry
+    accuracies on the same pairs.
+    """
+    import torch
+
+    pairs_by_split, by_id = smoke
+    model, tokenizer, stats, _, _ = trained_bt
+    rows = bt_rows(pairs_by_split["train"][:8], by_id, k=1)
+    torch.manual_seed(12345)
+    torch.rand(1000)  # whatever ran before in the notebook
+    again, tok2, _ = train_bt(
+        get_profile("smoke"),
+        rows,
+        tmp_path,
+        max_steps=2,
+        max_length=stats.max_length,
+        per_device_train_batch_size=2,
+    )
+    pairs = pairs_by_split["test"][:3]
+    first = [j.completion for j in bt_baseline(model, tokenizer, pairs, by_id)]
+    second = [j.completion for j in bt_baseline(again, tok2, pairs, by_id)]
+    assert first == second

@@ -408,8 +408,13 @@ def train_bt(
             f"full=True cannot train profile '{profile.name}': its weights are loaded in 4-bit",
             "use LoRA (full=False), or override load_in_4bit=False if the model fits in memory.",
         )
+    from transformers import set_seed
+
     hw = detect()
     source = resolve_source(profile)
+    # the score head and the LoRA matrices are drawn from the global RNG before RewardTrainer
+    # seeds it: seed here, or the same run twice gives two different reward models
+    set_seed(profile.seed)
     model, tokenizer = _load_seqcls(profile, source, hw.cuda)
 
     max_length = int(overrides.pop("max_length", profile.max_seq_length))

@@ -300,7 +300,11 @@ def add_lora(loaded: LoadedModel, profile: Profile) -> Any:
         )
         return loaded.model
     from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
 
+    # LoRA's A matrices start random, drawn from the global RNG *before* the trainer seeds it:
+    # without this, two runs of the same notebook start from different adapters.
+    set_seed(profile.seed)
     if loaded.load_in_4bit:
         loaded.model = prepare_model_for_kbit_training(
             loaded.model, gradient_checkpointing_kwargs={"use_reentrant": False}
