@@ -325,3 +325,35 @@ def test_bt_training_is_reproducible_whatever_the_global_rng(trained_bt, smoke, 
     first = [j.completion for j in bt_baseline(model, tokenizer, pairs, by_id)]
     second = [j.completion for j in bt_baseline(again, tok2, pairs, by_id)]
     assert first == second
+
+
+def test_a_saved_reward_model_reloads_with_the_same_scores(trained_bt, smoke):
+    """Notebook 06 referees best-of-N with the reward model 05 saved: it must be that model."""
+    from persrm_utils.baselines import load_bt
+
+    pairs_by_split, by_id = smoke
+    model, tokenizer, stats, _, _ = trained_bt
+    pairs = pairs_by_split["test"][:3]
+    reloaded, tok2 = load_bt(get_profile("smoke"), stats.model_dir)
+    first = [j.completion for j in bt_baseline(model, tokenizer, pairs, by_id)]
+    assert [j.completion for j in bt_baseline(reloaded, tok2, pairs, by_id)] == first
+    with pytest.raises(PersRMError, match="run 05_evaluation first"):
+        load_bt(get_profile("smoke"), Path(stats.model_dir) / "missing")
+
+
+def test_bt_referee_says_whether_the_real_text_scores_higher(trained_bt, smoke):
+    from persrm_utils.baselines import bt_context, bt_scores
+    from persrm_utils.best_of_n import BonTask, bt_real_preferred
+
+    pairs_by_split, by_id = smoke
+    model, tokenizer, _, _, _ = trained_bt
+    pair = pairs_by_split["test"][0]
+    task = BonTask("t1", pair.author_id, pair.text_id, pair.prompt, pair.chosen,
+                   tuple(pair.exemplar_ids))  # fmt: skip
+    drafts = {"t1": [pair.rejected, pair.chosen]}
+    outcomes, real = bt_real_preferred(model, tokenizer, [task], drafts, by_id)
+    context = bt_context(pair.prompt, task.exemplars(by_id))
+    r, n = bt_scores(model, tokenizer, [[*context, {"role": "assistant", "content": t}]
+                                        for t in (pair.chosen, pair.rejected)])  # fmt: skip
+    assert real["t1"] == pytest.approx(r)
+    assert outcomes["t1"] == [1.0 if r > n else 0.0 if r < n else 0.5, 0.5]  # itself: a tie

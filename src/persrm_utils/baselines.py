@@ -233,11 +233,16 @@ def bt_prompt(
     Laid out like the judge's prompt (same exemplar blocks), minus the two responses: a scalar
     reward model scores one response at a time, and the response is the assistant turn.
     """
+    return bt_context(pair.prompt, shown_exemplars(pair, by_id, k))
+
+
+def bt_context(prompt: str, exemplars: Sequence[Exemplar]) -> list[dict[str, str]]:
+    """:func:`bt_prompt` for an opening and exemplars that are not a pair (best-of-N, 06)."""
     blocks = [
         f"[Exemplar {i}] Prompt: {ex.prompt.strip()}\nText: {ex.output.strip()}"
-        for i, ex in enumerate(shown_exemplars(pair, by_id, k), 1)
+        for i, ex in enumerate(exemplars, 1)
     ] or [NO_EXEMPLARS]
-    blocks += [f"[Prompt] {pair.prompt.strip()}", BT_INSTRUCTION]
+    blocks += [f"[Prompt] {prompt.strip()}", BT_INSTRUCTION]
     return [
         {"role": "system", "content": BT_SYSTEM_PROMPT},
         {"role": "user", "content": "\n\n".join(blocks)},
@@ -515,6 +520,33 @@ def train_bt(
     model = trainer.model
     model.eval()
     return model, tokenizer, stats
+
+
+def load_bt(profile: Profile, model_dir: Path | str) -> tuple[Any, Any]:
+    """A reward model saved by :func:`train_bt`, ready to score (``model, tokenizer``).
+
+    LoRA runs saved an adapter (with the score head inside it); ``full=True`` runs saved a whole
+    model. Both are recognised by what the folder holds.
+    """
+    from persrm_utils.hardware import detect
+    from persrm_utils.models import resolve_source
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise PersRMError(
+            f"no reward model in {model_dir}",
+            "run 05_evaluation first: it trains and saves the Bradley-Terry reward model.",
+        )
+    hw = detect()
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, tokenizer = _load_seqcls(profile, resolve_source(profile), hw.cuda)
+        model = PeftModel.from_pretrained(model, str(model_dir))
+    else:
+        model, tokenizer = _load_seqcls(profile, str(model_dir), hw.cuda)
+    model.eval()
+    return model, tokenizer
 
 
 def bt_scores(

