@@ -80,6 +80,16 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(runs_root):
     page = (run.path / "RESULTS.md").read_text()
     assert "| SFT + GRPO" in page and "Not run in this run: none." in page
     assert {r.stage for r in results if r.status == "done"} >= {"03_sft_qlora", "05_evaluation"}
+    # 06: best-of-N refereed for every method, drafts with their scores, the policy's GRPO run
+    summary = (run.path / "bon" / "summary.csv").read_text()
+    for method in ("random", "stylometric (char n-grams)", "PersRM", "author's real text"):
+        assert f"{method}," in summary or f'"{method}",' in summary, method
+    info = json.loads((run.path / "bon" / "info.json").read_text())
+    assert info["tasks"] == 3 and info["comparisons"] == 3 * 3 * 2 and info["policy_steps"] == 2
+    drafts = [json.loads(line) for line in (run.path / "bon" / "drafts.jsonl").open()]
+    assert len(drafts) == 3 and all(len(d["persrm_scores"]) == 3 for d in drafts)
+    assert all(d["text_id"] not in d["exemplar_ids"] for d in drafts)
+    assert (run.path / "figures" / "06_best_of_n.png").stat().st_size > 5_000
     rerun = run_series("smoke", run_name="t", only=["05"], force=True, progress=False,
                        echo=lambda s: None)  # fmt: skip
     assert rerun[0].status == "done"

@@ -143,6 +143,6 @@ def test_stage_lookup_by_number_and_unknown_stage():
     assert get_stage("2").name == "02_synthetic_pairs"
     assert get_stage("03").name == "03_sft_qlora"
     assert get_stage("05_evaluation.ipynb").name == "05_evaluation"
-    assert STAGE_NAMES[0] == "00_setup" and len(STAGE_NAMES) == 6
+    assert STAGE_NAMES[0] == "00_setup" and len(STAGE_NAMES) == 7
     with pytest.raises(ConfigError, match="Unknown stage '07'"):
         get_stage("07")

@@ -178,3 +178,34 @@ def position_bias_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Fig
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save(fig, path)
+
+
+def best_of_n_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """Two referees' views of each way of picking a draft (lower is better on both panels).
+
+    ``table`` is :func:`persrm_utils.best_of_n.summary_table`: left, how often the reward model
+    still prefers the author's real text over the pick; right, the pick's style distance to the
+    author, with the real text's own distance as the floor.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    panels = (
+        ("real preferred", "rp_low", "rp_high", "real text preferred over the pick\n(BT RM)"),
+        ("style distance", "sd_low", "sd_high", "style distance to the author\n(lower: closer)"),
+    )
+    for ax, (col, low, high, title) in zip(axes, panels, strict=True):
+        if col not in table:
+            ax.set_axis_off()
+            continue
+        rows = table.dropna(subset=[col])
+        values = rows[col].to_numpy(dtype=float)
+        err = np.vstack([values - rows[low].to_numpy(float), rows[high].to_numpy(float) - values])
+        colors = ["#4c72b0" if m == "PersRM" else "#999999" for m in rows["method"]]
+        bars = ax.barh(rows["method"], values, xerr=np.clip(err, 0, None), color=colors, capsize=3)
+        ax.bar_label(bars, fmt="%.2f", padding=4, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=10)
+        if col == "real preferred":
+            ax.axvline(0.5, color="k", lw=0.8, ls="--")
+            ax.set_xlim(0, 1)
+    fig.tight_layout()
+    return save(fig, path)

@@ -51,6 +51,12 @@ STAGES: tuple[Stage, ...] = (
         ("02_synthetic_pairs", "03_sft_qlora", "04_grpo_unsloth"),
         ("eval/metrics.json",),
     ),
+    Stage(
+        "06_personalized_generation",
+        "Personalized generation: best-of-N and the PersRM as a reward",
+        ("02_synthetic_pairs", "04_grpo_unsloth", "05_evaluation"),
+        ("bon/summary.csv",),
+    ),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
