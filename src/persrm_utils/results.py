@@ -104,6 +104,55 @@ def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = Non
         *stage_rows,
         "",
     ]
+    lines += _best_of_n_section(run.path, figs)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(lines))
     return dest
+
+
+def _best_of_n_section(run_path: Path, figs: str) -> list[str]:
+    """Notebook 06's table, when the run has one; otherwise a line that says it was not run."""
+    summary = run_path / "bon" / "summary.csv"
+    if not summary.is_file():
+        return ["## Personalized generation (notebook 06)", "", "Not run in this run.", ""]
+    table = pd.read_csv(summary)
+    info = json.loads((run_path / "bon" / "info.json").read_text())
+
+    def cell(row: pd.Series, col: str, low: str, high: str) -> str:
+        if col not in row or pd.isna(row[col]):
+            return "–"
+        return f"{row[col]:.3f} [{row[low]:.3f}, {row[high]:.3f}]"
+
+    out = pd.DataFrame(
+        {
+            "openings": table["tasks"].astype(int),
+            "real text preferred by the BT RM (lower: better)": table.apply(
+                cell, axis=1, args=("real preferred", "rp_low", "rp_high")
+            ),
+            "style distance to the author (lower: closer)": table.apply(
+                cell, axis=1, args=("style distance", "sd_low", "sd_high")
+            ),
+        }
+    )
+    out.index = table["method"]
+    lines = [
+        "## Personalized generation (notebook 06): best-of-N",
+        "",
+        f"{info['tasks']} held-out openings, {info['drafts']} policy drafts each; the PersRM "
+        f"made {info['comparisons']} comparisons ({info['invalid']} without a valid verdict). "
+        "95% bootstrap intervals over openings.",
+        "",
+        out.to_markdown(),
+        "",
+        f"![best-of-N]({figs}/06_best_of_n.png)",
+        "",
+    ]
+    if info.get("policy_steps"):
+        lines += [
+            f"Policy GRPO with the PersRM as reward: {info['policy_steps']} steps in "
+            f"{info['policy_seconds']:.0f} s; on held-out openings the trained policy won "
+            f"{info['after_wins']:.0f} of {info['decided']:.0f} decided comparisons against "
+            "the untrained one.",
+            "",
+        ]
+    return lines
