@@ -10,7 +10,7 @@ RUN ?= $(PROFILE)
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install install-dev demo test test-fast lint doctor sync-notebooks clean
+.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks clean
 
 install: $(VENV)/.stamp-runtime
 install-dev: $(VENV)/.stamp-dev
@@ -27,11 +27,27 @@ $(VENV)/.stamp-dev: $(VENV)/.stamp-runtime requirements/dev.txt
 	$(PIP) install -q -r requirements/dev.txt
 	@touch $@
 
+# Debian's chromium, for the JupyterLab browser test (tests/test_jupyterlab.py): installed from the
+# OS packages when missing (as root, else through sudo). Playwright's own browsers are never used.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null 2>&1; then sudo=sudo; \
+	  else sudo=none; fi; \
+	  if [ "$$sudo" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Debian's chromium for the JupyterLab browser test (about a minute)"; \
+	    $$sudo apt-get update -qq && \
+	    $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  fi; \
+	  command -v chromium >/dev/null 2>&1 || echo "WARNING: chromium is not installed and could \
+	not be installed here, so tests/test_jupyterlab.py will fail. Install it with: \
+	sudo apt-get install -y chromium"; \
+	}
+
 demo: install
 	$(BIN)/persrm run --profile $(PROFILE) --run $(RUN)
 	@echo "Plots and figures are inside the executed notebooks; open them with: $(BIN)/jupyter lab runs/$(RUN)/notebooks"
 
-test: install-dev
+test: install-dev chromium
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest
 
 test-fast: install-dev
