@@ -1,6 +1,6 @@
 """Strip outputs and regenerate the Colab cell and badge of every notebook.
 
-python scripts/sync_notebooks.py          # rewrite notebooks/NN_*.ipynb
+python scripts/sync_notebooks.py          # rewrite notebooks/NN_*.ipynb (series and solutions)
 python scripts/sync_notebooks.py --check  # only report; exit 1 when something is out of step
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 
-from persrm_utils.notebooks import problems, series_notebooks, sync
+from persrm_utils.notebooks import committed_notebooks, problems, sync
 
 
 def main(argv: list[str]) -> int:
     check = "--check" in argv
     bad = 0
-    for path in series_notebooks():
+    for path in committed_notebooks():
         if check:
             for problem in problems(path):
                 print(f"{path.name}: {problem}")

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from persrm_utils.errors import ConfigError
+from persrm_utils.notebooks import series_notebooks, solutions_notebooks
 from persrm_utils.pairs import Pair
 from persrm_utils.records import Exemplar, read_jsonl
 from persrm_utils.runner import StageFailed, run_series, select_stages
@@ -25,8 +26,22 @@ def _outputs(nb) -> str:
     return "\n".join(parts)
 
 
-def test_smoke_series_runs_and_hands_over_through_the_manifest(runs_root):
-    results = run_series("smoke", run_name="t", progress=False, echo=lambda s: None)
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke series run once (about four minutes), for the tests that read or extend it.
+
+    ``PERSRM_RUNS_DIR`` stays pointed at this run's root until the module ends, so the tests can
+    call ``run_series(..., run_name="t")`` on it again (function-scoped ``runs_root`` overrides
+    it, and restores it, for the tests that need a fresh folder).
+    """
+    root = tmp_path_factory.mktemp("smoke") / "runs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PERSRM_RUNS_DIR", str(root))
+        yield root, run_series("smoke", run_name="t", progress=False, echo=lambda s: None)
+
+
+def test_smoke_series_runs_and_hands_over_through_the_manifest(smoke_run):
+    runs_root, results = smoke_run
     assert results[0].stage == "00_setup" and results[0].status == "done"
     run = RunFolder.open(runs_root / "t")
     rec = run.manifest.stages["00_setup"]
@@ -103,6 +118,27 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(runs_root):
     assert forced[0].status == "done"
     assert RunFolder.open(run.path).manifest.stages["00_setup"].runs == 2
     assert RunFolder.open(run.path).manifest.stages["05_evaluation"].runs == 2
+
+
+def test_solutions_pass_on_the_smoke_run_and_leave_it_unchanged(smoke_run):
+    """Every solutions notebook, executed for real: each check prints OK, nothing is written."""
+    runs_root, _ = smoke_run
+    run_path = runs_root / "t"
+    manifest = (run_path / "manifest.json").read_bytes()
+    results = run_series("smoke", run_name="t", solutions=True, progress=False,
+                         echo=lambda s: None)  # fmt: skip
+    solved = [r for r in results if r.stage.endswith("_solutions")]
+    assert [r.stage for r in solved] == [p.stem for p in solutions_notebooks()]
+    assert {r.status for r in solved} == {"done"}
+    assert {r.status for r in results if r not in solved} == {"skipped"}
+    assert (run_path / "manifest.json").read_bytes() == manifest, "solutions must only read"
+    for r in solved:
+        assert r.output == run_path / "notebooks" / "solutions" / f"{r.stage}.ipynb"
+        text = _outputs(nbformat.read(r.output, as_version=4))
+        assert text.count("OK: ") == 3 and "Not answered yet" not in text, r.stage
+    for path in series_notebooks():  # the series ran with the exercises unanswered
+        text = _outputs(nbformat.read(run_path / "notebooks" / path.name, as_version=4))
+        assert text.count("Not answered yet: ") == 3, path.name
 
 
 def test_a_failing_cell_stops_the_series_and_shows_the_cell(runs_root, tmp_path):

@@ -12,7 +12,7 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from persrm_utils.colab import badge_markdown, colab_pins, colab_url, install_cell_source
-from persrm_utils.notebooks import INSTALL_TAG, problems, series_notebooks
+from persrm_utils.notebooks import INSTALL_TAG, committed_notebooks, problems, series_notebooks
 from persrm_utils.paths import project_root
 from persrm_utils.pins import normalize, read_pins, stack_pins
 
@@ -100,12 +100,13 @@ def test_colab_cell_pins_are_the_gpu_pins():
     assert "torch" not in names, "Colab's own CUDA torch must not be replaced by a CPU build"
 
 
-@pytest.mark.parametrize("path", series_notebooks(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", committed_notebooks(), ids=lambda p: p.name)
 def test_notebook_is_clean_and_in_step(path):
+    """Series and solutions notebooks alike: no outputs, the pinned install cell, a badge."""
     assert problems(path) == []
 
 
-@pytest.mark.parametrize("path", series_notebooks(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", committed_notebooks(), ids=lambda p: p.name)
 def test_nothing_imports_torch_before_the_install_cell(path):
     """Installing after torch (or anything importing it) was imported needs a runtime restart."""
     nb = nbformat.read(path, as_version=4)
@@ -116,7 +117,7 @@ def test_nothing_imports_torch_before_the_install_cell(path):
 
 
 def test_badges_point_at_the_notebook_itself():
-    for path in series_notebooks():
+    for path in committed_notebooks():
         url = colab_url(path.name)
         assert url.endswith(f"/blob/main/notebooks/{path.name}")
         assert badge_markdown(path.name) in nbformat.read(path, as_version=4).cells[0].source

@@ -4,6 +4,7 @@
     persrm run --profile smoke            # execute the whole series into runs/smoke
     persrm run --profile cpu --from 03    # resume from a stage
     persrm run --only 00_setup --set sft_max_steps=2
+    persrm run --run smoke --solutions    # also run the exercises' solutions notebooks
     persrm sft --profile smoke --run r1   # stage 03 alone (also under torchrun/accelerate)
     persrm grpo --profile smoke --run r1  # stage 04 alone
 
@@ -33,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--from", dest="from_stage", help="start at this stage (e.g. 03)")
     run.add_argument("--only", nargs="+", help="run only these stages")
     run.add_argument("--force", action="store_true", help="rerun stages already done")
+    run.add_argument(
+        "--solutions",
+        action="store_true",
+        help="then run the solutions notebooks of these stages (they only read the run folder)",
+    )
     run.add_argument(
         "--set", dest="overrides", action="append", metavar="FIELD=VALUE",
         help="override a profile field (repeatable), e.g. --set sft_max_steps=10",
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 force=args.force,
                 kernel_name=args.kernel,
                 progress=not args.no_progress,
+                solutions=args.solutions,
             )
             return 0
         if args.command in ("sft", "grpo"):

@@ -17,12 +17,31 @@ from persrm_utils.paths import notebooks_dir
 INSTALL_TAG = "colab-install"
 PARAMETERS_TAG = "parameters"
 BADGE_PREFIX = "[![Open In Colab]"
+SOLUTIONS_SUFFIX = "_solutions"
 
 
 def series_notebooks(folder: Path | None = None) -> list[Path]:
     """The ordered notebooks (``NN_name.ipynb``), solutions and scratch files excluded."""
     folder = folder or notebooks_dir()
-    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb") if not p.stem.endswith("_solutions"))
+    return sorted(
+        p for p in folder.glob("[0-9][0-9]_*.ipynb") if not p.stem.endswith(SOLUTIONS_SUFFIX)
+    )
+
+
+def solutions_notebooks(folder: Path | None = None) -> list[Path]:
+    """The worked solutions to the exercises (``NN_name_solutions.ipynb``), in series order."""
+    folder = folder or notebooks_dir()
+    return sorted(folder.glob(f"[0-9][0-9]_*{SOLUTIONS_SUFFIX}.ipynb"))
+
+
+def solutions_name(notebook: str) -> str:
+    """``00_setup.ipynb`` -> ``00_setup_solutions.ipynb``: where its exercises are solved."""
+    return notebook.removesuffix(".ipynb") + f"{SOLUTIONS_SUFFIX}.ipynb"
+
+
+def committed_notebooks(folder: Path | None = None) -> list[Path]:
+    """Every notebook kept clean by sync: the series, then the solutions (also run by CI)."""
+    return series_notebooks(folder) + solutions_notebooks(folder)
 
 
 def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:

@@ -4,6 +4,11 @@
 (a real Jupyter kernel, as a learner would run it) with ``PROFILE``, ``RUN_NAME`` and ``OVERRIDES``
 injected into its cell tagged ``parameters``. The executed copy, with all outputs and plots, is
 written to ``runs/<name>/notebooks/``; the committed notebooks stay output-free.
+
+With ``solutions=True`` the solutions notebooks of the selected stages (``NN_name_solutions``)
+run afterwards, with the same parameters, into ``runs/<name>/notebooks/solutions/``. They only
+read the run folder and check the exercises' answers, so they are not stages: the manifest does
+not record them, and a failing one stops the run like a failing stage but marks nothing failed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.errors import ConfigError, PersRMError
+from persrm_utils.notebooks import solutions_name
 from persrm_utils.paths import notebooks_dir
 from persrm_utils.profiles import get_profile
 from persrm_utils.runs import RunFolder
@@ -80,13 +86,15 @@ def run_series(
     kernel_name: str = "python3",
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    solutions: bool = False,
 ) -> list[StageResult]:
     """Run the selected notebooks in order; stop at the first failure with the failing cell.
 
     A stage already done in this run folder is skipped unless ``force``; a stage whose notebook
-    is not in this checkout yet is listed as missing, never silently passed over.
+    is not in this checkout yet is listed as missing, never silently passed over. With
+    ``solutions``, the selected stages' solutions notebooks run after them (see the module
+    docstring): on a finished run, ``solutions=True`` checks every exercise without redoing work.
     """
-    import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     prof = get_profile(profile, **(overrides or {}))
@@ -94,6 +102,11 @@ def run_series(
     run = RunFolder.create(run_name or prof.name, prof.name, overrides)
     out_dir = run.path / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
+    params = {
+        "PROFILE": prof.name,
+        "RUN_NAME": run.manifest.run,
+        "OVERRIDES": dict(overrides or {}),
+    }
     results: list[StageResult] = []
     echo(f"Run folder: {run.path} (profile '{prof.name}')")
     for i, stage in enumerate(stages, 1):
@@ -105,18 +118,7 @@ def run_series(
         echo(f"[{i}/{len(stages)}] {stage.name}: {stage.title}")
         start = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(notebooks_dir() / stage.notebook),
-                str(output),
-                parameters={
-                    "PROFILE": prof.name,
-                    "RUN_NAME": run.manifest.run,
-                    "OVERRIDES": dict(overrides or {}),
-                },
-                kernel_name=kernel_name,
-                progress_bar={"desc": stage.name, "leave": False} if progress else False,
-                cwd=str(notebooks_dir()),
-            )
+            _execute(stage.notebook, output, params, kernel_name, stage.name, progress)
         except PapermillExecutionError as err:
             seconds = time.perf_counter() - start
             detail = _cell_error(err)
@@ -138,6 +140,8 @@ def run_series(
             raise StageFailed(f"{stage.notebook}: {note}.", "End the notebook with finish().")
         run.add_artifact(stage.name, output)
         results.append(StageResult(stage.name, "done", seconds, output))
+    if solutions:
+        _run_solutions(stages, params, out_dir / "solutions", kernel_name, progress, echo, results)
     results += [
         StageResult(s.name, "not written", 0.0, note="notebook not in this version yet")
         for s in absent
@@ -145,6 +149,67 @@ def run_series(
     echo(summary_table(results, []))
     echo(f"Executed notebooks: {out_dir}\nArtifacts and manifest: {run.path}")
     return results
+
+
+def _execute(
+    notebook: str,
+    output: Path,
+    parameters: dict[str, Any],
+    kernel_name: str,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Execute one committed notebook with papermill, from the notebooks folder, into ``output``."""
+    import papermill as pm
+
+    pm.execute_notebook(
+        str(notebooks_dir() / notebook),
+        str(output),
+        parameters=parameters,
+        kernel_name=kernel_name,
+        progress_bar={"desc": desc, "leave": False} if progress else False,
+        cwd=str(notebooks_dir()),
+    )
+
+
+def _run_solutions(
+    stages: list[Stage],
+    parameters: dict[str, Any],
+    out_dir: Path,
+    kernel_name: str,
+    progress: bool,
+    echo: Callable[[str], None],
+    results: list[StageResult],
+) -> None:
+    """Execute the solutions notebook of each stage that has one; append to ``results``.
+
+    Nothing here touches the manifest: the solutions only read the run folder, so a failure is
+    reported (and raised as StageFailed) without marking any stage failed.
+    """
+    from papermill.exceptions import PapermillExecutionError
+
+    names = [solutions_name(s.notebook) for s in stages]
+    todo = [(s, n) for s, n in zip(stages, names, strict=True) if (notebooks_dir() / n).is_file()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, (stage, notebook) in enumerate(todo, 1):
+        name = notebook.removesuffix(".ipynb")
+        output = out_dir / notebook
+        echo(f"[solutions {i}/{len(todo)}] {name}: checking the exercises of {stage.name}")
+        start = time.perf_counter()
+        try:
+            _execute(notebook, output, parameters, kernel_name, name, progress)
+        except PapermillExecutionError as err:
+            detail = _cell_error(err)
+            results.append(StageResult(name, "failed", time.perf_counter() - start, output, detail))
+            echo(summary_table(results, []))
+            raise StageFailed(
+                f"Solutions notebook {notebook} failed in {detail}\n  Executed copy with all "
+                f"outputs: {output}\n  (solutions only read the run: the manifest is unchanged)",
+                "A check disagreed with this run: fix the solution (or rerun the stage whose "
+                f"outputs it reads), then `persrm run --profile {parameters['PROFILE']} --run "
+                f"{parameters['RUN_NAME']} --only {stage.name} --solutions`.",
+            ) from None
+        results.append(StageResult(name, "done", time.perf_counter() - start, output))
 
 
 def summary_table(results: list[StageResult], absent: list[Stage]) -> str:
