@@ -44,7 +44,7 @@ chromium:
 	}
 
 demo: install
-	$(BIN)/persrm run --profile $(PROFILE) --run $(RUN)
+	$(BIN)/persrm run --profile $(PROFILE) --run $(RUN) --solutions
 	@echo "Plots and figures are inside the executed notebooks; open them with: $(BIN)/jupyter lab runs/$(RUN)/notebooks"
 
 test: install-dev chromium

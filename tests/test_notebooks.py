@@ -94,6 +94,7 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(smoke_run):
         "SFT + GRPO"]  # fmt: skip
     page = (run.path / "RESULTS.md").read_text()
     assert "| SFT + GRPO" in page and "Not run in this run: none." in page
+    assert "## Personalized generation (notebook 06): best-of-N" in page  # rewritten by 06
     assert {r.stage for r in results if r.status == "done"} >= {"03_sft_qlora", "05_evaluation"}
     # 06: best-of-N refereed for every method, drafts with their scores, the policy's GRPO run
     summary = (run.path / "bon" / "summary.csv").read_text()
