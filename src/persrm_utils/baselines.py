@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.errors import PersRMError
-from persrm_utils.judge import label, responses, shown_exemplars
+from persrm_utils.judge import exemplar_blocks, label, responses, shown_exemplars
 from persrm_utils.judging import Judgement
 from persrm_utils.pairs import Pair
 from persrm_utils.profiles import Profile
@@ -164,6 +164,14 @@ def cosine(u: Mapping[str, float], v: Mapping[str, float]) -> float:
     return sum(w * v.get(g, 0.0) for g, w in u.items())
 
 
+def similarity(model: TfidfModel, profile: Mapping[str, float], text: str) -> float:
+    """Cosine of ``text``'s TF-IDF vector with an author ``profile`` (a vector of the same model).
+
+    Rounded to 12 digits: summation-order noise must not decide between equally similar texts.
+    """
+    return round(cosine(profile, model.vector(text)), 12)
+
+
 def stylometric_baseline(
     pairs: Sequence[Pair],
     by_id: Mapping[str, Exemplar],
@@ -201,9 +209,7 @@ def stylometric_baseline(
         profile = profiles[key]
         for swap in SWAPS:
             a, b = responses(pair, swap)
-            sim_a, sim_b = cosine(profile, model.vector(a)), cosine(profile, model.vector(b))
-            # 12 digits: summation-order noise must not decide between equally similar texts
-            sim_a, sim_b = round(sim_a, 12), round(sim_b, 12)
+            sim_a, sim_b = similarity(model, profile, a), similarity(model, profile, b)
             letter = _pick(sim_a, sim_b, a, b)
             completion = f"cosine A={sim_a:.3f} B={sim_b:.3f}"
             if sim_a == sim_b:
@@ -238,10 +244,7 @@ def bt_prompt(
 
 def bt_context(prompt: str, exemplars: Sequence[Exemplar]) -> list[dict[str, str]]:
     """:func:`bt_prompt` for an opening and exemplars that are not a pair (best-of-N, 06)."""
-    blocks = [
-        f"[Exemplar {i}] Prompt: {ex.prompt.strip()}\nText: {ex.output.strip()}"
-        for i, ex in enumerate(exemplars, 1)
-    ] or [NO_EXEMPLARS]
+    blocks = exemplar_blocks(exemplars) or [NO_EXEMPLARS]
     blocks += [f"[Prompt] {prompt.strip()}", BT_INSTRUCTION]
     return [
         {"role": "system", "content": BT_SYSTEM_PROMPT},

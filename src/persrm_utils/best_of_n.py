@@ -290,13 +290,13 @@ def stylometric_picks(
 
     The IDF is fitted on the outputs of every exemplar, as in notebook 05's baseline.
     """
-    from persrm_utils.baselines import TfidfModel, cosine
+    from persrm_utils.baselines import TfidfModel, similarity
 
     model = TfidfModel.fit((ex.output for ex in by_id.values()), n_gram)
     out = {}
     for task in tasks:
         profile = model.vector("\n".join(ex.output for ex in task.exemplars(by_id)))
-        sims = [round(cosine(profile, model.vector(d)), 12) for d in drafts[task.task_id]]
+        sims = [similarity(model, profile, d) for d in drafts[task.task_id]]
         out[task.task_id] = int(np.argmax(sims))
     return out
 

@@ -165,16 +165,26 @@ def user_message(
     return compare_message(pair.prompt, a, b, shown_exemplars(pair, exemplars_by_id, k))
 
 
+def exemplar_blocks(exemplars: Sequence[Exemplar]) -> list[str]:
+    """One ``[Exemplar i]`` block per exemplar, as every prompt of the series shows them.
+
+    Shared by the judge's prompt and the Bradley-Terry reward model's context
+    (:func:`persrm_utils.baselines.bt_context`), so both models read the user's writing laid out
+    the same way; each caller says in its own words when there is none.
+    """
+    return [
+        f"[Exemplar {i}] Prompt: {ex.prompt.strip()}\nText: {ex.output.strip()}"
+        for i, ex in enumerate(exemplars, 1)
+    ]
+
+
 def compare_message(prompt: str, a: str, b: str, exemplars: Sequence[Exemplar]) -> str:
     """The judge's user turn for any two texts: what :func:`user_message` writes for a pair.
 
     Separate from :class:`Pair` so the same judge can compare texts that are not a preference
     pair at all, e.g. two samples of a policy in best-of-N (notebook 06).
     """
-    blocks = [
-        f"[Exemplar {i}] Prompt: {ex.prompt.strip()}\nText: {ex.output.strip()}"
-        for i, ex in enumerate(exemplars, 1)
-    ] or [NO_EXEMPLARS]
+    blocks = exemplar_blocks(exemplars) or [NO_EXEMPLARS]
     blocks += [
         f"[Prompt] {prompt.strip()}",
         f"[Response A] {a.strip()}",
