@@ -11,7 +11,13 @@ from persrm_utils.corpus import exemplars_from_texts
 from persrm_utils.errors import DataError
 from persrm_utils.exemplars import collect, select, split_counts, trim_output
 from persrm_utils.gencache import CachedGenerator
-from persrm_utils.offline_writers import markov_mimic, restyle, synonym_swap
+from persrm_utils.offline_writers import (
+    SYNONYMS,
+    markov_mimic,
+    restyle,
+    synonym_swap,
+    synonym_tells,
+)
 from persrm_utils.pairs import (
     changed_words,
     check_negative,
@@ -24,6 +30,7 @@ from persrm_utils.pairs import (
 )
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import Exemplar
+from persrm_utils.textsplit import sentences
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +80,15 @@ def test_too_few_authors_for_the_profile_is_a_clear_error():
 def test_cpu_profile_reads_real_c50():
     profile = get_profile("cpu")
     out = collect(profile)
-    assert len({e.author_id for e in out}) == 40
-    assert all(len(e.output.split()) <= profile.max_output_words or "." not in e.output[:-1]
+    wanted = profile.n_train_authors + profile.n_val_authors + profile.n_test_authors
+    assert len({e.author_id for e in out}) == wanted == 26
+    # whole sentences up to the word cap; a single longer first sentence is kept whole
+    assert all(len(e.output.split()) <= profile.max_output_words or len(sentences(e.output)) == 1
                for e in out)  # fmt: skip
     counts = split_counts(out)
-    assert counts["test"]["authors"] == 12 and counts["val"]["authors"] == 4
+    assert counts["test"]["authors"] == 12 and counts["val"]["authors"] == 2
+    # at least 100 unseen-author test pairs, judged in both orders, for an honest interval
+    assert counts["test"]["texts"] >= 100
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -162,8 +173,30 @@ def test_changed_words_counts_replacements_insertions_and_deletions():
     assert changed_words("a b c d", "a d") == 2
 
 
+def test_synonym_tells_flags_a_replacement_the_authors_never_write():
+    """The first table swapped "said" for "stated", which Reuters authors almost never write: an
+    n-gram model then spots minor_replace negatives by that one word instead of by style."""
+    texts = ["He said the deal was big. She said it was about done."] * 20 + ["It stated a fact."]
+    tells = synonym_tells(texts, {"said": "stated", "big": "large", "deal": "agreement"})
+    assert tells == {"said": (40, 1), "big": (20, 0), "deal": (20, 0)}
+    assert synonym_tells(texts, {"said": "stated"}, min_ratio=0.01) == {}
+
+
+def test_synonym_table_has_no_tell_on_reuters_c50():
+    """Every replacement of the built-in table is a word C50's authors write themselves."""
+    from persrm_utils import paths
+    from persrm_utils.corpus import load_c50
+
+    root = paths.find_c50()
+    if root is None:
+        pytest.fail("Reuters C50 not found: set PERSRM_C50_DIR (see data/README.md).")
+    texts = [f"{e.prompt} {e.output}" for e in load_c50(root, split="all")]
+    assert synonym_tells(texts, SYNONYMS) == {}
+    assert "said" not in SYNONYMS
+
+
 def test_synonym_swap_changes_exactly_n_words_and_no_facts():
-    text = "The company said on Monday that sales rose 4 percent, but analysts expected more."
+    text = "The company said on Monday that growth was about 4 percent, because demand fell."
     out = synonym_swap(text, 3, seed=7)
     assert changed_words(text, out) == 3
     assert check_negative("minor_replace", text, out) is None

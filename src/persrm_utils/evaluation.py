@@ -20,17 +20,22 @@ BASE, SFT, GRPO = "base (zero-shot)", "SFT", "SFT + GRPO"
 
 
 def eval_pairs(
-    run_path: Path, splits: Sequence[str] = ("test", "seen_test"), max_pairs: int | None = None
+    run_path: Path,
+    splits: Sequence[str] = ("test", "seen_test"),
+    max_pairs: int | None = None,
+    max_seen_pairs: int | None = None,
 ) -> list[Pair]:
     """The held-out pairs: unseen test authors first, then the seen-author split.
 
     ``max_pairs`` caps each split (the first pairs in file order, which is seeded), to keep
-    CPU runs short; the cap is recorded on the results page.
+    CPU runs short; ``max_seen_pairs`` caps the seen-author split on its own (the headline is
+    the unseen authors, so that is where the pairs should go). Caps are on the results page.
     """
     out: list[Pair] = []
     for split in splits:
         pairs = read_jsonl(run_path / "pairs" / f"{split}.jsonl", Pair)
-        out += pairs[:max_pairs] if max_pairs else pairs
+        cap = (max_seen_pairs or max_pairs) if split == "seen_test" else max_pairs
+        out += pairs[:cap] if cap else pairs
     return out
 
 
@@ -64,8 +69,9 @@ def judge_with_adapters(
         tag = f"{profile.model_name}:{folder}:{run_path.name}"
         out[name] = judge_pairs(tuned.model, tuned.tokenizer, pairs, by_id, n, tag,
                                 both_orders=True, batch_size=batch_size)  # fmt: skip
-        if name == GRPO and k_zero:
-            out[f"{GRPO}, k=0"] = judge_pairs(tuned.model, tuned.tokenizer, pairs, by_id, n,
+        if name == GRPO and k_zero:  # the ablation is read on unseen authors only
+            unseen = [p for p in pairs if p.split == "test"]
+            out[f"{GRPO}, k=0"] = judge_pairs(tuned.model, tuned.tokenizer, unseen, by_id, n,
                                               tag, both_orders=True, batch_size=batch_size,
                                               k=0)  # fmt: skip
     return out

@@ -179,3 +179,66 @@ def sample_groups(
         for j in range(group_size)
     ]
     return [r.text for r in backend.generate(requests)]
+
+
+@dataclass
+class Preflight:
+    """What sampling groups from the starting policy showed, before any GRPO step.
+
+    ``kept`` are the rows whose group of completions had reward variance: only they can produce
+    a gradient (GRPO's advantage is zero across a uniform group). Training on them alone is
+    DAPO's *dynamic sampling*, done once up front instead of at every step; on a CPU budget of
+    tens of steps it is the difference between learning and idling.
+    """
+
+    checked: int
+    kept: list[dict]
+    signal: dict[str, float]
+    group_rewards: list[list[float]]
+
+    @property
+    def kept_share(self) -> float:
+        return len(self.kept) / self.checked if self.checked else 0.0
+
+
+def preflight(
+    loaded: LoadedModel,
+    rows: list[dict],
+    group_size: int,
+    max_new_tokens: int,
+    reward_funcs: tuple,
+    n_prompts: int,
+    seed: int = 0,
+) -> Preflight:
+    """Sample a group for ``n_prompts`` seeded-random rows and keep the rows with reward variance.
+
+    Raises :class:`~persrm_utils.errors.DataError` with what to change when no group varies:
+    GRPO would then spend its whole budget on zero gradients.
+    """
+    import random
+    import statistics
+
+    from persrm_utils.errors import DataError
+    from persrm_utils.rewards import group_signal
+
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    picked = [rows[i] for i in order[:n_prompts]]
+    texts = sample_groups(loaded, picked, group_size, max_new_tokens, seed=seed)
+    labels = [row["label"] for row in picked for _ in range(group_size)]
+    parts = [fn(texts, label=labels) for fn in reward_funcs]
+    totals = [sum(vals) for vals in zip(*parts, strict=True)]
+    groups = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
+    kept = [row for row, g in zip(picked, groups, strict=True) if statistics.pstdev(g) > 0]
+    signal = group_signal(totals, group_size)
+    if not kept:
+        raise DataError(
+            f"every one of the {len(picked)} sampled groups has the same reward for all "
+            f"{group_size} completions (mean reward {signal['mean_reward']:.2f}), so GRPO's "
+            "advantages, loss and gradients would all be zero",
+            "when the mean reward is near -1 the judge is always wrong or never valid: train SFT "
+            "longer first; near +1 it is always right on these pairs: use harder pairs or more "
+            "prompts (grpo_preflight_prompts); in both cases a larger group "
+            "(grpo_num_generations) or a higher temperature gives variance a better chance.",
+        )
+    return Preflight(len(picked), kept, signal, groups)

@@ -24,8 +24,8 @@ def run_grpo_stage(
     force: bool = False,
 ) -> dict[str, Any]:
     """GRPO from the SFT adapter, recorded in the run folder's manifest (rank 0 only)."""
-    from persrm_utils.grpo import TRAIN_LOG, grpo_rows, train_grpo
-    from persrm_utils.rewards import REWARD_FUNCS
+    from persrm_utils.grpo import TRAIN_LOG, grpo_rows, load_policy, preflight, train_grpo
+    from persrm_utils.rewards import reward_funcs
     from persrm_utils.runs import RunFolder
     from persrm_utils.sft import ADAPTER
 
@@ -35,10 +35,13 @@ def run_grpo_stage(
     profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
     out_dir = run.path / "grpo"
-    result = train_grpo(
-        profile, grpo_rows(train, by_id), out_dir, REWARD_FUNCS,
-        sft_adapter=run.path / "sft" / ADAPTER,
+    rewards = reward_funcs(profile.reasoning)
+    policy = load_policy(profile, run.path / "sft" / ADAPTER)
+    checked = preflight(
+        policy, grpo_rows(train, by_id), profile.grpo_num_generations,
+        profile.max_completion_length, rewards, profile.grpo_preflight_prompts, profile.seed,
     )  # fmt: skip
+    result = train_grpo(profile, checked.kept, out_dir, rewards, loaded=policy)
     if main:
         run = RunFolder.open(run.path)
         run.finish_stage(STAGE, [out_dir / ADAPTER, out_dir / TRAIN_LOG])

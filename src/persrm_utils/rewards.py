@@ -15,7 +15,7 @@ of the real text), and expects one float per completion.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from persrm_utils.judge import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, parse_verdict
@@ -34,22 +34,30 @@ def completion_text(completion: Any) -> str:
 
 
 def correctness_reward(
-    completions: Sequence[Any], label: Sequence[str], **kwargs: Any
+    completions: Sequence[Any], label: Sequence[str], require_reasoning: bool = True, **kwargs: Any
 ) -> list[float]:
-    """+1 for a valid, reasoned verdict equal to ``label``; -1 for anything else."""
+    """+1 for a valid, reasoned verdict equal to ``label``; -1 for anything else.
+
+    ``require_reasoning=False`` is for the verdict-only budget (profile ``reasoning="none"``),
+    where an empty ``<think>`` is the format itself and must not be punished.
+    """
     out = []
     for completion, gold in zip(completions, label, strict=True):
         verdict = parse_verdict(completion_text(completion))
         reasoned = verdict.think is not None and not verdict.think_empty
-        out.append(1.0 if verdict.letter == gold and reasoned else -1.0)
+        ok = verdict.letter == gold and (reasoned or not require_reasoning)
+        out.append(1.0 if ok else -1.0)
     return out
 
 
-def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
+def format_reward(
+    completions: Sequence[Any], require_reasoning: bool = True, **kwargs: Any
+) -> list[float]:
     """Up to 0.2: 0.05 for opening the reasoning, 0.05 for closing it, 0.1 for the exact layout.
 
     Graded, so that a model which has only learned to open ``<think>`` already earns more than
-    one that writes nothing useful: early in training that difference is the only signal.
+    one that writes nothing useful: early in training that difference is the only signal. The
+    exact layout needs non-empty reasoning unless ``require_reasoning`` is False.
     """
     out = []
     for completion in completions:
@@ -60,13 +68,34 @@ def format_reward(completions: Sequence[Any], **kwargs: Any) -> list[float]:
         if THINK_CLOSE in text and ANSWER_OPEN in text.split(THINK_CLOSE)[-1]:
             score += 0.05
         verdict = parse_verdict(text)
-        if verdict.exact and not verdict.think_empty:
+        if verdict.exact and (not verdict.think_empty or not require_reasoning):
             score += 0.1
         out.append(round(score, 4))
     return out
 
 
 REWARD_FUNCS = (correctness_reward, format_reward)
+
+
+def reward_funcs(reasoning: str = "full") -> tuple[Callable[..., list[float]], ...]:
+    """The two rewards for a profile's reasoning budget, named as TRL logs them.
+
+    With ``reasoning="none"`` the judge is trained to answer without reasoning, so a verdict with
+    an empty ``<think>`` earns the full reward; otherwise (the default) it earns -1.
+    """
+    if reasoning != "none":
+        return REWARD_FUNCS
+
+    def correctness_reward(completions: Sequence[Any], label: Sequence[str], **kw: Any):
+        return _correctness(completions, label, require_reasoning=False)
+
+    def format_reward(completions: Sequence[Any], **kw: Any):
+        return _format(completions, require_reasoning=False)
+
+    return (correctness_reward, format_reward)
+
+
+_correctness, _format = correctness_reward, format_reward
 
 
 def group_signal(rewards: Sequence[float], group_size: int) -> dict[str, float]:

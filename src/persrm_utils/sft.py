@@ -10,6 +10,7 @@ so a Colab disconnect costs minutes, not the run.
 from __future__ import annotations
 
 import json
+import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,17 +30,40 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sft_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
+def sft_steps(profile: Profile, n_rows: int, world_size: int = 1) -> int:
+    """Optimizer steps for ``n_rows`` traces: ``sft_epochs`` passes when set, else the max steps.
+
+    Epochs are the natural unit when the data size follows the corpus (a user's own texts, a
+    bigger C50 slice): the same profile then neither stops half-way through the data nor
+    repeats it ten times.
+    """
+    if profile.sft_epochs is None:
+        return profile.sft_max_steps
+    per_step = profile.sft_batch_size * profile.sft_grad_accum * max(1, world_size)
+    return max(1, math.ceil(profile.sft_epochs * n_rows / per_step))
+
+
+def sft_config(
+    profile: Profile,
+    output_dir: Path,
+    cuda: bool,
+    capability=None,
+    n_rows: int | None = None,
+    **overrides,
+):
     """The ``SFTConfig`` for a profile; every field a learner may want to change is named here.
 
     bf16 only on compute capability >= 8 (a T4 emulates it); on a CPU neither bf16 nor fp16
     (``SFTConfig`` refuses bf16 there). ``save_steps`` keeps three checkpoints' worth of progress
     at most a third of the run apart, so an interruption loses little.
     """
+    import os
+
     from trl import SFTConfig
 
     dtype = choose_dtype_name(capability if cuda else None)
-    steps = profile.sft_max_steps
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps = profile.sft_max_steps if n_rows is None else sft_steps(profile, n_rows, world)
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=steps,
@@ -133,7 +157,9 @@ def train_sft(
     loaded = loaded or load_model(profile)
     model = add_lora(loaded, profile)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config = sft_config(profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides)
+    config = sft_config(
+        profile, output_dir, hw.cuda, hw.compute_capability, n_rows=len(rows), **config_overrides
+    )
     trainer = SFTTrainer(
         model=model,
         args=config,

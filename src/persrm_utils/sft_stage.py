@@ -37,11 +37,15 @@ def load_stage_inputs(run_path: Path) -> tuple[list[Pair], list[Pair], dict[str,
     return train, val, {e.text_id: e for e in exemplars}
 
 
-def make_traces(train: list[Pair], by_id: dict[str, Exemplar]):
-    """Stylometric reasoning traces for every training pair, in both A/B orders."""
-    from persrm_utils.traces import build_sft_traces, training_scale
+def make_traces(train: list[Pair], by_id: dict[str, Exemplar], reasoning: str = "full"):
+    """Offline traces for every training pair, in both A/B orders, as long as ``reasoning`` says.
 
-    return build_sft_traces(train, by_id, training_scale(by_id.values()), both_orders=True)
+    ``reasoning`` is the profile's field: "full" (the stylometric writer), "short" (visible cues)
+    or "none" (verdict only); see :func:`persrm_utils.traces.reasoning_traces`.
+    """
+    from persrm_utils.traces import reasoning_traces
+
+    return reasoning_traces(train, by_id, reasoning)  # type: ignore[arg-type]
 
 
 def begin_stage(
@@ -88,7 +92,7 @@ def run_sft_stage(
         return {"skipped": True}
     profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
-    traces, stats = make_traces(train, by_id)
+    traces, stats = make_traces(train, by_id, profile.reasoning)
     out_dir = run.path / "sft"
     if main:
         write_jsonl(run.file("sft/traces.jsonl"), traces)

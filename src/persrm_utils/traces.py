@@ -44,6 +44,8 @@ from persrm_utils.stylometry import text_features as _text_features
 
 Letter = Literal["A", "B"]
 STYLOMETRIC = "stylometric"
+#: The other offline writers' sources (see :func:`reasoning_traces`).
+OFFLINE_SOURCES: tuple[str, ...] = ("short-reasoning", "verdict-only")
 
 
 class Trace(BaseModel):
@@ -67,13 +69,14 @@ class Trace(BaseModel):
     @field_validator("source")
     @classmethod
     def _known_source(cls, value: str) -> str:
-        if value == STYLOMETRIC:
+        if value in (STYLOMETRIC, *OFFLINE_SOURCES):
             return value
         parts = value.split(":", 2)
         if len(parts) == 3 and parts[0] == "teacher" and parts[1] and parts[2]:
             return value
         raise ValueError(
-            f"source must be 'stylometric' or 'teacher:<backend>:<model>', got {value!r}"
+            "source must be 'stylometric', 'short-reasoning', 'verdict-only' or "
+            f"'teacher:<backend>:<model>', got {value!r}"
         )
 
 
@@ -401,6 +404,123 @@ def build_sft_traces(
         "written": len(traces),
         "rate": len(traces) / attempted if attempted else 0.0,
         "rejected": dict(rejected),
+        "by_negative_type": {
+            t: {"attempted": c["attempted"], "written": c["written"]} for t, c in by_type.items()
+        },
+    }
+    return traces, stats
+
+
+# ----------------------------------------------------------------------------------------------
+# (c) Short reasoning and none: for small models and short completion budgets
+# ----------------------------------------------------------------------------------------------
+
+Reasoning = Literal["none", "short", "full"]
+
+#: Cues a small model can read off the text in front of it, with no arithmetic: whether a
+#: digit, a quotation mark, an exclamation or question mark occurs, and sentence length in three
+#: coarse bands. The full trace cites measured rates ("24.1 words per sentence") that a 135M model
+#: cannot compute while it writes; these it can see.
+SHORT_CUES: tuple[str, ...] = ("numbers", "quotes", "exclamations", "sentences")
+
+
+def visible_cues(text: str) -> dict[str, str]:
+    """The :data:`SHORT_CUES` of one text, as the words the short trace writes."""
+    from persrm_utils.textsplit import sentences
+
+    sents = sentences(text) or [text]
+    words = len(text.split()) / max(1, len(sents))
+    band = "short" if words < 15 else "long" if words > 28 else "medium"
+    return {
+        "numbers": "numbers" if any(c.isdigit() for c in text) else "no numbers",
+        "quotes": "quotes" if '"' in text else "no quotes",
+        "exclamations": "exclamations" if ("!" in text or "?" in text) else "no exclamations",
+        "sentences": f"{band} sentences",
+    }
+
+
+def short_think(exemplars: Sequence[Exemplar], a: str, b: str, verdict: Letter) -> str:
+    """Describe the exemplars, A and B by their visible cues, then say which fits, truthfully.
+
+    The last line never claims more than the cues show: "on more cues" when they favour the
+    verdict, "the cues tie" when they do not decide, and "the cues favour B, but A reads more
+    like ..." when they point the other way (the verdict is the author's real text: the cues are
+    evidence, not the rule).
+    """
+    ref = visible_cues(" ".join(e.output for e in exemplars)) if exemplars else None
+    ca, cb = visible_cues(a), visible_cues(b)
+    who = "the exemplar" if len(exemplars) == 1 else "the exemplars"
+    lines = []
+    if ref is not None:
+        lines.append(f"{who[4:].capitalize()}: {', '.join(ref.values())}.")
+    lines += [f"A: {', '.join(ca.values())}.", f"B: {', '.join(cb.values())}."]
+    if ref is None:
+        lines.append(f"{verdict} reads more like this user.")
+        return "\n".join(lines)
+    score_a = sum(ca[c] == ref[c] for c in SHORT_CUES)
+    score_b = sum(cb[c] == ref[c] for c in SHORT_CUES)
+    other = "B" if verdict == "A" else "A"
+    mine, theirs = (score_a, score_b) if verdict == "A" else (score_b, score_a)
+    if mine > theirs:
+        lines.append(f"{verdict} matches {who} on more cues.")
+    elif mine == theirs:
+        lines.append(f"The cues tie; {verdict} reads more like {who}.")
+    else:
+        lines.append(f"The cues favour {other}, but {verdict} reads more like {who}.")
+    return "\n".join(lines)
+
+
+def reasoning_traces(
+    pairs: Sequence[Pair],
+    exemplars_by_id: Mapping[str, Exemplar],
+    reasoning: Reasoning,
+    scale: pd.Series | None = None,
+) -> tuple[list[Trace], dict[str, Any]]:
+    """Traces for every pair in both orders, as long as the profile's reasoning budget allows.
+
+    * ``"full"``: the stylometric writer (:func:`build_sft_traces`, about 180 tokens, cites
+      measured numbers; pairs whose numbers disagree with the label get no trace);
+    * ``"short"``: :func:`short_think` (about 45 tokens of visible cues; every pair gets one);
+    * ``"none"``: an empty ``<think>`` and the verdict (about 12 tokens; every pair gets one).
+
+    A short budget is what makes a CPU run affordable: each completion token is one sequential
+    forward pass when judging and when sampling GRPO groups. What it costs is the inspectable
+    rationale, and any gain that reasoning brings to the verdict, which is measured, not assumed
+    (RESULTS.md).
+    """
+    if reasoning == "full":
+        if scale is None:
+            scale = training_scale(exemplars_by_id.values())
+        return build_sft_traces(pairs, exemplars_by_id, scale, both_orders=True)
+    if reasoning not in ("short", "none"):
+        raise DataError(f"reasoning={reasoning!r}", "use 'none', 'short' or 'full'.")
+    traces: list[Trace] = []
+    by_type: dict[str, Counter[str]] = defaultdict(Counter)
+    for pair in pairs:
+        shown = judge.shown_exemplars(pair, exemplars_by_id)
+        for swap in (False, True):
+            truth = judge.label(pair, swap)
+            a, b = judge.responses(pair, swap)
+            think = short_think(shown, a, b, truth) if reasoning == "short" else ""
+            by_type[pair.negative_type]["attempted"] += 1
+            by_type[pair.negative_type]["written"] += 1
+            traces.append(
+                Trace(
+                    pair_id=pair.pair_id,
+                    swap=swap,
+                    messages=judge.build_messages(pair, exemplars_by_id, swap=swap),
+                    completion=judge.format_answer(think, truth),
+                    verdict=truth,
+                    source=f"{reasoning}-reasoning" if reasoning == "short" else "verdict-only",
+                    meta=_pair_meta(pair),
+                )
+            )
+    stats = {
+        "pairs": len(pairs),
+        "attempted": len(traces),
+        "written": len(traces),
+        "rate": 1.0 if traces else 0.0,
+        "rejected": {},
         "by_negative_type": {
             t: {"attempted": c["attempted"], "written": c["written"]} for t, c in by_type.items()
         },
