@@ -216,12 +216,14 @@ def accuracy_table(
 MIN_PAIRS_FOR_CI = 10
 
 
-def format_accuracy(row: Any) -> str:
-    """``"0.650 [0.550, 0.740]"``, or ``"0.500 (n=6: too few pairs for an interval)"``."""
+def format_accuracy(row: Any, with_n: bool = False) -> str:
+    """``"0.650 [0.550, 0.740]"`` (``", n=30"`` added with ``with_n``), or, below
+    :data:`MIN_PAIRS_FOR_CI` pairs, ``"0.500 (n=6, too few for an interval)"``."""
     n = int(row["n_pairs"])
     if n < MIN_PAIRS_FOR_CI:
-        return f"{row['accuracy']:.3f} (n={n}: too few pairs for an interval)"
-    return f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        return f"{row['accuracy']:.3f} (n={n}, too few for an interval)"
+    ci = f"{row['accuracy']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return f"{ci}, n={n}" if with_n else ci
 
 
 def readable_table(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:

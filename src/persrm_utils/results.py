@@ -43,7 +43,7 @@ def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
         )
         out.index = df[index]
         return out.to_markdown()
-    cells = df.assign(cell=df.apply(lambda r: f"{_fmt(r)}, n={int(r['n_pairs'])}", axis=1))
+    cells = df.assign(cell=df.apply(format_accuracy, axis=1, with_n=True))
     pivot = cells.pivot(index=index, columns=columns, values="cell")
     return pivot.to_markdown()
 
@@ -105,10 +105,63 @@ def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = Non
         *stage_rows,
         "",
     ]
+    lines += _training_section(run.path, figs)
     lines += _best_of_n_section(run.path, figs)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(lines))
     return dest
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _training_section(run_path: Path, figs: str) -> list[str]:
+    """What SFT and GRPO did, and what each judge's verdicts say about it (files of 03-05)."""
+    lines = ["## Training and diagnosis", ""]
+    sft_log = _read_json(run_path / "sft" / "train_log.json")
+    sft_val = _read_json(run_path / "sft" / "eval_before_after.json")
+    if sft_log and sft_log.get("losses"):
+        losses = sft_log["losses"]
+        lines.append(
+            f"- **SFT**: {sft_log.get('steps')} steps on {sft_log.get('examples')} traces in "
+            f"{sft_log.get('seconds', 0):.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}."
+        )
+    if sft_val:
+        b, a = sft_val["before"], sft_val["after"]
+        lines.append(
+            f"- **Validation, before -> after SFT** ({a['n']} judgements): valid verdicts "
+            f"{b['valid_rate']:.2f} -> {a['valid_rate']:.2f}, accuracy {b['accuracy']:.3f} -> "
+            f"{a['accuracy']:.3f}."
+        )
+    pre = _read_json(run_path / "grpo" / "preflight.json")
+    if pre:
+        lines.append(
+            f"- **GRPO pre-flight**: {pre['kept']} of {pre['checked']} training prompts had reward "
+            f"variance in their group (share of uniform groups {pre['frac_reward_zero_std']:.2f}); "
+            "GRPO trained on those."
+        )
+    grpo_log = _read_json(run_path / "grpo" / "train_log.json")
+    if grpo_log and grpo_log.get("history"):
+        rewards = [h["reward"] for h in grpo_log["history"] if "reward" in h]
+        curve = ", ".join(f"{r:.2f}" for r in rewards)
+        lines.append(
+            f"- **GRPO**: {grpo_log.get('steps')} steps in {grpo_log.get('seconds', 0):.0f} s; "
+            f"training reward per step: {curve}."
+        )
+    val = _read_json(run_path / "grpo" / "val_reward.json")
+    if val:
+        lines.append(
+            f"- **Validation reward, before -> after GRPO** ({val['pairs']} pairs, both orders): "
+            f"{val['before (SFT)']:.3f} -> {val['after (SFT + GRPO)']:.3f}."
+        )
+    diagnosis = _read_json(run_path / "eval" / "diagnosis.json") or {}
+    for name, d in diagnosis.items():
+        first, _, numbers = d["message"].partition("\n")
+        lines.append(f"- **{name}** on unseen authors: {first.split(':')[0]}. {numbers}")
+    if (run_path / "figures" / "04_grpo_curves.png").is_file():
+        lines += ["", f"![GRPO curves]({figs}/04_grpo_curves.png)"]
+    return [*lines, ""] if len(lines) > 2 else []
 
 
 def _best_of_n_section(run_path: Path, figs: str) -> list[str]:

@@ -1,0 +1,234 @@
+"""The CPU recipe's budgets: reasoning length, epochs, generation time, GRPO pre-flight, diagnosis.
+
+Each test names the failure it prevents. The first cpu runs ended with a judge that answered
+``[[B]]`` whatever the order, GRPO idling on groups with no reward variance, and 1 h 44 min of
+CPU: these are the mechanisms that changed that, checked on real components (the tiny model,
+the real trace writers, TRL's reward-function signature).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from persrm_utils import judge
+from persrm_utils.corpus import load_seed
+from persrm_utils.diagnosis import diagnose, require_usable
+from persrm_utils.errors import DataError
+from persrm_utils.exemplars import assign_splits, select
+from persrm_utils.generation import OfflineBackend
+from persrm_utils.judging import Judgement
+from persrm_utils.metrics import MIN_PAIRS_FOR_CI, format_accuracy
+from persrm_utils.pairs import make_pairs, plan_pairs
+from persrm_utils.profiles import get_profile
+from persrm_utils.rewards import reward_funcs
+from persrm_utils.sft import sft_steps
+from persrm_utils.traces import reasoning_traces, short_think, visible_cues
+
+EMPTY_THINK = "<think>\n\n</think>\n<answer>[[A]]</answer>"
+
+
+@pytest.fixture(scope="module")
+def smoke_data():
+    profile = get_profile("smoke")
+    exemplars = assign_splits(select(load_seed(), profile), profile)
+    planned = plan_pairs(exemplars, profile.max_exemplars, profile.seed)
+    return profile, exemplars, planned
+
+
+@pytest.fixture(scope="module")
+def smoke_pairs(smoke_data, tmp_path_factory):
+    from persrm_utils.gencache import CachedGenerator
+    from persrm_utils.pairs import offline_backend
+
+    _, exemplars, planned = smoke_data
+    by_id = {e.text_id: e for e in exemplars}
+    cache = tmp_path_factory.mktemp("negatives") / "cache.jsonl"
+    generator = CachedGenerator(offline_backend(planned, by_id), cache)
+    made = make_pairs(planned, exemplars, generator, 60, "rules", False)
+    return made.pairs["train"], by_id
+
+
+# --- reasoning budget ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reasoning", ["none", "short"])
+def test_short_budgets_trace_every_pair_in_both_orders_with_the_true_label(smoke_pairs, reasoning):
+    """A trace whose verdict is not the label, or a pair seen in one order only, teaches a
+    position prior: the collapse onto one letter that the first cpu runs ended in."""
+    pairs, by_id = smoke_pairs
+    traces, stats = reasoning_traces(pairs, by_id, reasoning)
+    assert stats["written"] == len(traces) == 2 * len(pairs)
+    assert {(t.pair_id, t.swap) for t in traces} == {(p.pair_id, s) for p in pairs for s in (0, 1)}
+    labels = [t.verdict for t in traces]
+    assert labels.count("A") == labels.count("B")
+    for t in traces:
+        verdict = judge.parse_verdict(t.completion)
+        assert verdict.letter == t.verdict and verdict.exact
+        assert verdict.think_empty == (reasoning == "none")
+    assert traces[0].source == ("verdict-only" if reasoning == "none" else "short-reasoning")
+
+
+def test_visible_cues_name_only_what_the_text_shows():
+    cues = visible_cues('Profit rose 4 percent. "Good," he said. Wow!')
+    assert cues == {
+        "numbers": "numbers",
+        "quotes": "quotes",
+        "exclamations": "exclamations",
+        "sentences": "short sentences",
+    }
+    plain = visible_cues(
+        "The company expects its results for the whole of the coming year to be broadly in line "
+        "with the forecasts that analysts in London and New York had published in the spring."
+    )
+    assert plain["numbers"] == "no numbers" and plain["sentences"] == "long sentences"
+
+
+def test_short_think_never_claims_more_than_the_cues_show(smoke_pairs):
+    """The last line follows the cue count: a trace that says "A matches on more cues" when
+    the cues favour B would teach reasoning that contradicts its own evidence."""
+    _, by_id = smoke_pairs
+    ex = [next(iter(by_id.values()))]
+    ex = [ex[0].model_copy(update={"output": "Sales rose 4 percent in May, the company said."})]
+    news = "Net profit fell 12 percent to 3.1 billion yen in the year to March."
+    shout = "OMG this is SO wild!! Can't even."
+    assert short_think(ex, news, shout, "A").endswith("A matches the exemplar on more cues.")
+    assert short_think(ex, shout, news, "A").endswith(
+        "The cues favour B, but A reads more like the exemplar."
+    )
+    assert "The cues tie" in short_think(ex, news, news, "B")
+
+
+def test_full_budget_keeps_the_stylometric_writer(smoke_pairs):
+    pairs, by_id = smoke_pairs
+    traces, _ = reasoning_traces(pairs, by_id, "full")
+    assert traces and all(t.source == "stylometric" for t in traces)
+    assert "factors" in traces[0].meta
+
+
+def test_unknown_reasoning_budget_is_refused(smoke_pairs):
+    pairs, by_id = smoke_pairs
+    with pytest.raises(DataError, match="reasoning='long'"):
+        reasoning_traces(pairs, by_id, "long")  # type: ignore[arg-type]
+
+
+# --- rewards for a verdict-only judge ----------------------------------------------------------
+
+
+def test_verdict_only_rewards_pay_a_right_answer_with_an_empty_think():
+    """With reasoning="none" the empty <think> is the format: the default correctness reward
+    would score every completion -1, so GRPO would see no variance at all."""
+    correctness, fmt = reward_funcs("none")
+    assert correctness.__name__ == "correctness_reward" and fmt.__name__ == "format_reward"
+    texts = [EMPTY_THINK, EMPTY_THINK.replace("[[A]]", "[[B]]"), "<answer>[[A]]</answer>"]
+    assert correctness(texts, label=["A", "A", "A"]) == [1.0, -1.0, 1.0]
+    assert fmt(texts) == [0.2, 0.2, 0.0]
+    full_correctness, full_fmt = reward_funcs("full")
+    assert full_correctness(texts, label=["A"] * 3) == [-1.0, -1.0, -1.0]
+    assert full_fmt([EMPTY_THINK]) == [0.1]
+
+
+# --- epochs -------------------------------------------------------------------------------------
+
+
+def test_epochs_set_the_steps_from_the_data_size():
+    profile = get_profile("cpu")
+    per_step = profile.sft_batch_size * profile.sft_grad_accum
+    assert sft_steps(profile, 10 * per_step) == 10 * profile.sft_epochs
+    assert sft_steps(profile, 10 * per_step + 1) == 10 * profile.sft_epochs + 1
+    assert sft_steps(profile, 4 * per_step, world_size=2) == 2 * profile.sft_epochs
+    assert sft_steps(profile.override(sft_epochs=None), 999) == profile.sft_max_steps
+
+
+# --- negatives under a time budget -------------------------------------------------------------
+
+
+def test_negatives_budget_hands_the_rest_to_the_offline_writers(smoke_data, tmp_path):
+    """An LLM generator on a CPU takes seconds per negative: past its budget the offline writers
+    finish the job, and every pair records who wrote its negative."""
+    from persrm_utils.gencache import CachedGenerator
+
+    _, exemplars, planned = smoke_data
+    fake_llm = OfflineBackend(fn=lambda req: "A fluent but generated continuation. " * 3,
+                              name="fake-llm", batch_size=2)  # fmt: skip
+    unlimited = make_pairs(planned, exemplars, CachedGenerator(fake_llm, tmp_path / "a.jsonl"),
+                           60, "rules", progress=False)  # fmt: skip
+    sources = {p.negative_source for ps in unlimited.pairs.values() for p in ps}
+    assert "fake-llm:fake-llm" in sources and not any("offline" in s for s in sources)
+
+    spent = make_pairs(planned, exemplars, CachedGenerator(fake_llm, tmp_path / "b.jsonl"), 60,
+                       "rules", progress=False, budget_s=1e-12)  # fmt: skip
+    llm_made = [p for ps in spent.pairs.values() for p in ps if p.negative_type == "style_mimic"]
+    assert llm_made and all(p.negative_source.startswith("offline-writers") for p in llm_made)
+    assert not (tmp_path / "b.jsonl").exists() or not (tmp_path / "b.jsonl").read_text()
+
+
+# --- GRPO pre-flight ---------------------------------------------------------------------------
+
+
+def _constant(completions, **kw):
+    return [0.5] * len(completions)
+
+
+def _length(completions, **kw):
+    from persrm_utils.rewards import completion_text
+
+    return [float(len(completion_text(c))) for c in completions]
+
+
+def test_preflight_keeps_prompts_with_variance_and_stops_when_there_is_none(smoke_pairs):
+    """GRPO on groups whose rewards are all equal has zero loss and zero gradients: the first
+    cpu run spent 50 minutes that way. The pre-flight must say so before training starts."""
+    from persrm_utils.grpo import grpo_rows, preflight
+    from persrm_utils.models import load_model
+
+    pairs, by_id = smoke_pairs
+    profile = get_profile("smoke")
+    loaded = load_model(profile)
+    rows = grpo_rows(pairs, by_id)
+    checked = preflight(loaded, rows, 2, 12, (_length,), n_prompts=3, seed=0)
+    assert checked.checked == 3 and 1 <= len(checked.kept) <= 3
+    assert all(row in rows for row in checked.kept)
+    assert len(checked.group_rewards) == 3 and all(len(g) == 2 for g in checked.group_rewards)
+    with pytest.raises(DataError, match="same reward") as err:
+        preflight(loaded, rows, 2, 12, (_constant,), n_prompts=3, seed=0)
+    assert "grpo_num_generations" in str(err.value)
+
+
+# --- diagnosis ------------------------------------------------------------------------------------
+
+
+def _judged(letters: list[tuple[str | None, str | None]]) -> list[Judgement]:
+    """One pair per tuple: (verdict when the real text is A, verdict when it is B)."""
+    out = []
+    for i, (first, second) in enumerate(letters):
+        for swap, (label, letter) in enumerate((("A", first), ("B", second))):
+            reason = "ok" if letter else "no_answer_tag"
+            out.append(Judgement(f"p{i}", "cross_author", bool(swap), label, letter, reason, ""))
+    return out
+
+
+def test_diagnosis_names_a_collapse_that_accuracy_hides():
+    """A judge that always says B scores exactly 0.5: the table alone reads "a bit weak"."""
+    collapsed = diagnose(_judged([("B", "B")] * 20))
+    assert collapsed.state == "collapsed" and collapsed.accuracy == 0.5
+    assert collapsed.says_a == 0.0 and collapsed.swap_consistency == 0.0
+    assert "COLLAPSED onto [[B]]" in collapsed.message and not collapsed.usable
+    with pytest.raises(DataError, match="not usable for best-of-N"):
+        require_usable(collapsed, "best-of-N")
+
+    learned = diagnose(_judged([("A", "B")] * 16 + [("B", "A")] * 4))
+    assert learned.state == "learned" and learned.usable
+    assert learned.accuracy == 0.8 and learned.swap_consistency == 1.0
+    require_usable(learned, "best-of-N")
+
+    assert diagnose(_judged([(None, None)] * 10)).state == "format_not_learned"
+    chance = diagnose(_judged([("A", "A")] * 10 + [("B", "B")] * 10))
+    assert chance.state == "chance" and chance.says_a == 0.5
+
+
+def test_no_interval_is_printed_for_fewer_than_ten_pairs():
+    row = {"n_pairs": MIN_PAIRS_FOR_CI - 1, "accuracy": 0.5, "ci_low": 0.5, "ci_high": 0.5}
+    assert format_accuracy(row) == "0.500 (n=9, too few for an interval)"
+    row |= {"n_pairs": 108, "accuracy": 0.65, "ci_low": 0.6, "ci_high": 0.7}
+    assert format_accuracy(row) == "0.650 [0.600, 0.700]"
+    assert format_accuracy(row, with_n=True) == "0.650 [0.600, 0.700], n=108"
