@@ -210,7 +210,11 @@ def preflight(
     n_prompts: int,
     seed: int = 0,
 ) -> Preflight:
-    """Sample a group for ``n_prompts`` seeded-random rows and keep the rows with reward variance.
+    """Sample a group for ``n_prompts`` rows and keep the rows with reward variance.
+
+    Rows are taken a whole pair at a time (both A/B orders, in a seeded-random order of pairs),
+    so the check sees the real text in both positions and the kept prompts stay close to
+    label-balanced.
 
     Raises :class:`~persrm_utils.errors.DataError` with what to change when no group varies:
     GRPO would then spend its whole budget on zero gradients.
@@ -221,9 +225,17 @@ def preflight(
     from persrm_utils.errors import DataError
     from persrm_utils.rewards import group_signal
 
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    picked = [rows[i] for i in order[:n_prompts]]
+    by_pair: dict[str, list[dict]] = {}
+    for row in rows:
+        by_pair.setdefault(str(row.get("pair_id")), []).append(row)
+    pair_ids = sorted(by_pair)
+    random.Random(seed).shuffle(pair_ids)
+    picked: list[dict] = []
+    for pid in pair_ids:  # whole pairs, so both A/B orders of a pair are checked together
+        if len(picked) >= n_prompts:
+            break
+        picked += by_pair[pid]
+    picked = picked[:n_prompts]
     texts = sample_groups(loaded, picked, group_size, max_new_tokens, seed=seed)
     labels = [row["label"] for row in picked for _ in range(group_size)]
     parts = [fn(texts, label=labels) for fn in reward_funcs]
