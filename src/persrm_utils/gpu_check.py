@@ -128,7 +128,9 @@ def part_main(name: str, options_file: Path, result_file: Path) -> int:
     data["judging"] = tuple(data["judging"])
     opts = CheckOptions(**data)
     rec = Recorder(result_file)
-    deadline = Deadline.after(opts.cap(name) - 3)
+    # The part's own deadline comes before the kill, leaving time to record what a child
+    # stopped at that deadline measured.
+    deadline = Deadline.after(opts.cap(name) - max(10.0, 0.05 * opts.cap(name)))
     try:
         if opts.fail_part == name:
             raise RuntimeError(f"failure injected with --fail-part {name}")
