@@ -151,3 +151,17 @@ def test_markdown_names_the_gpu_and_survives_partial_reports():
     assert "## mechanics: timeout" in page and "| unsloth | ok | 1.5 |" in page
     assert "reason: Reuters C50 not found" in page and "## judging: pending" in page
     assert set(STATUSES) == {"ok", "failed", "skipped", "timeout"}
+
+
+def test_random_model_dir_builds_the_architecture_it_is_given(tmp_path):
+    from persrm_utils.mechanics import QWEN25_1_5B, random_model_dir
+
+    small = QWEN25_1_5B | dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=1000,
+    )  # fmt: skip
+    target = random_model_dir(tmp_path / "model", small)
+    config = json.loads((target / "config.json").read_text())
+    assert config["vocab_size"] == 1000 and config["tie_word_embeddings"] is True
+    assert (target / "tokenizer.json").is_file()
+    assert random_model_dir(target, small) == target  # built once

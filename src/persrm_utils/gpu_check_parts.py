@@ -132,7 +132,7 @@ def mechanics_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> Non
     """The ``t4`` recipe's SFT and GRPO steps, Unsloth versus plain, each in its own process."""
     import torch
 
-    from persrm_utils.mechanics import BACKENDS, compare, random_model_dir, run_backend
+    from persrm_utils.mechanics import BACKENDS, build_in_child, compare, run_backend
     from persrm_utils.tiny import seed_texts, tiny_model_dir
 
     cuda = torch.cuda.is_available()
@@ -152,7 +152,7 @@ def mechanics_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> Non
             )  # fmt: skip
             rec.note("dry run: the tiny model, unquantized, on a CPU, at toy lengths")
         else:
-            model_dir = random_model_dir(tmp / "qwen2.5-1.5b-random")
+            model_dir = build_in_child(tmp / "qwen2.5-1.5b-random", deadline.left() / 4)
             overrides = {"model_path": str(model_dir)}
             rec.note(
                 "model: random weights in Qwen2.5-1.5B's exact architecture, loaded in 4-bit; "

@@ -264,5 +264,19 @@ def compare(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def build_in_child(target: Path, seconds: float) -> Path:
+    """:func:`random_model_dir` in a child process, so that the GPU memory and the CUDA context
+    it used are given back before the measured processes start (a T4 has none to spare)."""
+    cmd = [sys.executable, "-m", "persrm_utils.mechanics", "--build", str(target)]
+    run = run_capped(cmd, seconds, env=child_env())
+    if run.timed_out or run.returncode or not (target / "config.json").is_file():
+        why = "timed out" if run.timed_out else run.stderr[-1500:]
+        raise RuntimeError(f"building the random model failed: {why}")
+    return target
+
+
 if __name__ == "__main__":
-    measure(json.loads(Path(sys.argv[1]).read_text()))
+    if sys.argv[1] == "--build":
+        random_model_dir(Path(sys.argv[2]))
+    else:
+        measure(json.loads(Path(sys.argv[1]).read_text()))
