@@ -9,8 +9,11 @@ PROFILE ?= smoke
 RUN ?= $(PROFILE)
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
+# The offline wheelhouse's target: the GPU machine's Python and CPU architecture.
+WHEEL_PYTHON ?= 3.12
+WHEEL_ARCH ?= x86_64
 
-.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks clean
+.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks clean wheelhouse
 
 install: $(VENV)/.stamp-runtime
 install-dev: $(VENV)/.stamp-dev
@@ -63,6 +66,11 @@ doctor: install
 
 sync-notebooks: install
 	$(BIN)/python scripts/sync_notebooks.py
+
+# The GPU extras as wheels for an offline GPU machine (needs pip and the package index here, not
+# there): install them there with `bash scripts/install_offline.sh wheelhouse/`.
+wheelhouse:
+	$(PYTHON) scripts/build_wheelhouse.py --python $(WHEEL_PYTHON) --arch $(WHEEL_ARCH) --out wheelhouse
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

