@@ -49,8 +49,8 @@ class Profile(BaseModel):
     max_completion_length: int = Field(gt=0, description="tokens the judge may write")
     reasoning: Literal["none", "short", "full"] = Field(
         default="full",
-        description="how much the judge writes in <think>: none (verdict only, ~12 tokens), "
-        "short (visible cues of each text, ~45 tokens), full (the stylometric trace citing "
+        description="how much the judge writes in <think>: none (verdict only, 18 SmolLM2 tokens), "
+        "short (visible cues, ~80 tokens), full (the stylometric trace citing "
         "measured factors, ~180 tokens); each completion token costs one sequential forward "
         "pass when judging and in GRPO",
     )
@@ -197,7 +197,9 @@ _BASE: dict[str, dict[str, Any]] = {
         model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
         load_in_4bit=False,
         max_seq_length=768,  # one exemplar and two 30-word texts fit in about 300 tokens
-        max_completion_length=16,  # "<think>\n\n</think>\n<answer>[[A]]</answer>" is 12 tokens
+        # "<think>\n\n</think>\n<answer>[[A]]</answer>" is 18 SmolLM2 tokens (the tags are
+        # not special tokens there): 16 cut every verdict off ("truncated"), measured
+        max_completion_length=24,
         reasoning="none",
         lora_r=16,
         lora_alpha=32,

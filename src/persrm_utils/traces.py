@@ -480,8 +480,9 @@ def reasoning_traces(
 
     * ``"full"``: the stylometric writer (:func:`build_sft_traces`, about 180 tokens, cites
       measured numbers; pairs whose numbers disagree with the label get no trace);
-    * ``"short"``: :func:`short_think` (about 45 tokens of visible cues; every pair gets one);
-    * ``"none"``: an empty ``<think>`` and the verdict (about 12 tokens; every pair gets one).
+    * ``"short"``: :func:`short_think` (visible cues, about 80 SmolLM2 tokens; every pair gets
+      one);
+    * ``"none"``: an empty ``<think>`` and the verdict (18 SmolLM2 tokens; every pair gets one).
 
     A short budget is what makes a CPU run affordable: each completion token is one sequential
     forward pass when judging and when sampling GRPO groups. What it costs is the inspectable
