@@ -5,7 +5,7 @@ change to the ``cpu`` profile's recipe reaches it without touching this file:
 ``get_profile("cpu", **scale)`` where ``scale`` only asks for more (authors, texts, steps, all
 held-out pairs); exemplars and pairs from :func:`~persrm_utils.offline_data.offline_pairs`;
 traces from :func:`~persrm_utils.sft_stage.make_traces`; :func:`~persrm_utils.sft.train_sft`;
-:func:`~persrm_utils.grpo.train_grpo` with :data:`~persrm_utils.rewards.REWARD_FUNCS`; and the
+:func:`~persrm_utils.grpo.train_grpo` with :func:`~persrm_utils.rewards.reward_funcs`; and the
 judge scored with :mod:`persrm_utils.metrics` (position-debiased accuracy, pair bootstrap 95% CI)
 on unseen authors in both A/B orders, before SFT, after SFT and after GRPO.
 
@@ -87,12 +87,13 @@ def _profile(opts: CheckOptions, rec: Recorder) -> tuple[Profile | None, Path | 
 
 def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None:
     """Data, base accuracy, SFT, accuracy, GRPO, accuracy: each recorded as soon as known."""
+    from persrm_utils.errors import DataError
     from persrm_utils.evaluation import eval_pairs
-    from persrm_utils.grpo import grpo_rows, load_policy, train_grpo
+    from persrm_utils.grpo import grpo_rows, load_policy, preflight, train_grpo
     from persrm_utils.models import load_model
     from persrm_utils.offline_data import offline_pairs
-    from persrm_utils.rewards import REWARD_FUNCS
-    from persrm_utils.sft import ADAPTER, load_with_adapter, train_sft
+    from persrm_utils.rewards import reward_funcs
+    from persrm_utils.sft import ADAPTER, load_with_adapter, sft_steps, train_sft
     from persrm_utils.sft_stage import load_stage_inputs, make_traces
     from persrm_utils.traces import to_sft_rows
 
@@ -119,11 +120,12 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     rec.set("accuracy", accuracy)
     reserve = 1.25 * accuracy["base"]["seconds"] + 5  # one later evaluation, with a load
 
-    traces, _ = make_traces(train, by_id)
+    traces, _ = make_traces(train, by_id, profile.reasoning)
     clock = StepClock(Deadline.after(max(10.0, 0.35 * (deadline.left() - 2 * reserve))))
     sft = train_sft(profile, to_sft_rows(traces), run / "sft", loaded=base, resume=False,
                     callbacks=[clock.callback()], save_strategy="no")  # fmt: skip
-    rec.set("sft", {"traces": len(traces), "steps": sft.steps, "planned": profile.sft_max_steps,
+    planned = sft_steps(profile, len(traces))
+    rec.set("sft", {"traces": len(traces), "steps": sft.steps, "planned": planned,
                     "loss_first": _clean(sft.start_loss), "loss_last": _clean(sft.end_loss),
                     "seconds": round(sft.seconds, 1), **clock.summary()})  # fmt: skip
     del base
@@ -138,7 +140,17 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
         return
     clock = StepClock(Deadline.after(deadline.left() - reserve))
     policy = load_policy(profile, sft_adapter)
-    grpo = train_grpo(profile, grpo_rows(train, by_id), run / "grpo", REWARD_FUNCS,
+    rewards = reward_funcs(profile.reasoning)
+    try:  # the series' pre-flight: train only on prompts whose group has reward variance
+        checked = preflight(policy, grpo_rows(train, by_id), profile.grpo_num_generations,
+                            profile.max_completion_length, rewards,
+                            profile.grpo_preflight_prompts, profile.seed)  # fmt: skip
+    except DataError as err:
+        rec.note(f"GRPO not run: {err}")
+        return
+    rec.set("grpo_preflight", {"checked": checked.checked, "kept": len(checked.kept),
+                               **checked.signal})  # fmt: skip
+    grpo = train_grpo(profile, checked.kept, run / "grpo", rewards,
                       loaded=policy, resume=False, callbacks=[clock.callback()],
                       save_strategy="no")  # fmt: skip
     curve = [{k: _clean(h[k]) for k in ("step", "reward", "reward_std", "frac_reward_zero_std")
