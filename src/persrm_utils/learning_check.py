@@ -145,12 +145,17 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
         checked = preflight(policy, grpo_rows(train, by_id), profile.grpo_num_generations,
                             profile.max_completion_length, rewards,
                             profile.grpo_preflight_prompts, profile.seed)  # fmt: skip
+        kept = checked.kept
+        rec.set("grpo_preflight", {"checked": checked.checked, "kept": len(kept),
+                                   **checked.signal})  # fmt: skip
     except DataError as err:
-        rec.note(f"GRPO not run: {err}")
-        return
-    rec.set("grpo_preflight", {"checked": checked.checked, "kept": len(checked.kept),
-                               **checked.signal})  # fmt: skip
-    grpo = train_grpo(profile, checked.kept, run / "grpo", rewards,
+        if not opts.dry_run:
+            rec.note(f"GRPO not run: {err}")
+            return
+        # the tiny random model of a dry run rarely varies: train anyway, for the mechanics
+        rec.note(f"dry run: GRPO trained without reward variance ({err})")
+        kept = grpo_rows(train, by_id)
+    grpo = train_grpo(profile, kept, run / "grpo", rewards,
                       loaded=policy, resume=False, callbacks=[clock.callback()],
                       save_strategy="no")  # fmt: skip
     curve = [{k: _clean(h[k]) for k in ("step", "reward", "reward_std", "frac_reward_zero_std")
