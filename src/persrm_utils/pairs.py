@@ -173,6 +173,7 @@ def plan_pairs(
     max_exemplars: int,
     seed: int,
     types: Sequence[NegativeType] = NEGATIVE_TYPES,
+    train_types: Sequence[NegativeType] | None = None,
 ) -> list[PlannedPair]:
     """One planned pair per text that has at least one other text by the same author in its pool.
 
@@ -181,6 +182,10 @@ def plan_pairs(
     authors from their own split, for unseen test authors from their own (test) texts, and for
     seen-author test texts from the author's training texts. Negative types are dealt round-robin
     over a seeded shuffle, so every split gets a balanced mix; positions A/B likewise.
+
+    ``train_types`` restricts the *training* split to some types (a curriculum: the blatant types
+    first, when the budget cannot teach the hard ones); the held-out splits keep ``types``, so
+    the evaluation still measures every type.
     """
     if not 1 <= max_exemplars <= 3:
         raise DataError(f"max_exemplars={max_exemplars}", "use 1, 2 or 3.")
@@ -216,7 +221,8 @@ def plan_pairs(
                 continue
             k = rng.randint(1, min(max_exemplars, len(pool)))
             chosen_ex = rng.sample(pool, k)
-            neg = types[slot % len(types)]
+            dealt = train_types if (split == "train" and train_types) else types
+            neg = dealt[slot % len(dealt)]
             planned.append(
                 PlannedPair(
                     pair_id=_stable_id(split, anchor.text_id, neg),

