@@ -9,8 +9,8 @@ from persrm_utils.errors import ConfigError
 from persrm_utils.profiles import PROFILE_NAMES, get_profile, parse_overrides
 
 
-def test_all_four_profiles_exist_and_validate():
-    assert PROFILE_NAMES == ("smoke", "cpu", "t4", "24gb")
+def test_all_profiles_exist_and_validate():
+    assert PROFILE_NAMES == ("smoke", "cpu", "cpu-long", "t4", "24gb")
     for name in PROFILE_NAMES:
         profile = get_profile(name)
         assert profile.name == name
@@ -21,6 +21,7 @@ def test_all_four_profiles_exist_and_validate():
 def test_model_per_profile_matches_the_design():
     assert get_profile("smoke").model_source == "tiny"
     assert get_profile("cpu").model_source == "smollm2"
+    assert get_profile("cpu-long").model_source == "smollm2"
     assert get_profile("t4").model_name == "Qwen/Qwen2.5-1.5B-Instruct"
     assert get_profile("24gb").model_name == "Qwen/Qwen2.5-7B-Instruct"
     assert get_profile("t4").load_in_4bit and get_profile("24gb").load_in_4bit
