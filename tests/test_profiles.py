@@ -52,7 +52,7 @@ def test_unknown_profile_suggests_the_closest():
         get_profile("smok")
     msg = str(err.value)
     assert "Unknown profile 'smok'" in msg and "Did you mean 'smoke'" in msg
-    assert "smoke, cpu, t4, 24gb" in msg
+    assert "smoke, cpu, cpu-long, t4, 24gb" in msg
 
 
 def test_unknown_field_is_an_error_not_ignored():
