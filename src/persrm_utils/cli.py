@@ -55,6 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mark_failed(args: argparse.Namespace, stage: str, err: PersRMError) -> None:
+    """Record a stage that was started and then raised as failed, so nothing reads it as done."""
+    from persrm_utils.paths import runs_dir
+    from persrm_utils.runs import MANIFEST, RunFolder
+    from persrm_utils.sft_stage import rank
+
+    if rank() != 0:  # under torchrun, rank 0 alone writes the manifest
+        return
+    folder = runs_dir() / (args.run_name or args.profile.strip().lower())
+    if not (folder / MANIFEST).is_file():
+        return
+    run = RunFolder.open(folder)
+    if run.status(stage) == "running":
+        run.fail_stage(stage, str(err))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -84,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             from persrm_utils.sft_stage import run_sft_stage
 
             stage = run_sft_stage if args.command == "sft" else run_grpo_stage
-            stage(args.profile, args.run_name, parse_overrides(args.overrides), force=args.force)
+            try:
+                stage(args.profile, args.run_name, parse_overrides(args.overrides), args.force)
+            except PersRMError as err:
+                _mark_failed(args, "03" if args.command == "sft" else "04", err)
+                raise
             return 0
     except PersRMError as err:
         print(f"\npersrm: {type(err).__name__}: {err}", file=sys.stderr)

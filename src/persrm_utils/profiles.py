@@ -27,7 +27,9 @@ class Profile(BaseModel):
     run that never happened: use :meth:`override` (or ``get_profile(name, **overrides)``) instead.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: "Infinity" or "nan" (easy to type in --set or OVERRIDES) is refused
+    # for every float field, so a run never starts with a learning rate that cannot train.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     description: str
