@@ -56,6 +56,13 @@ def select_stages(
         chosen = [s for s in STAGES if s.name >= first]
     present = [s for s in chosen if (folder / s.notebook).is_file()]
     absent = [s for s in chosen if not (folder / s.notebook).is_file()]
+    if not present:
+        raise ConfigError(
+            f"No notebook of the series is in {folder} ({', '.join(s.notebook for s in chosen)} "
+            "were looked for), so there is nothing to run.",
+            "Run persrm from the project checkout, or set PERSRM_HOME to the folder that holds "
+            "notebooks/ and pyproject.toml.",
+        )
     if only and absent:
         raise ConfigError(
             f"Notebook {absent[0].notebook} is not in {folder}.",
