@@ -8,15 +8,19 @@ training author's texts is held out for comparison (does it do better on people 
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from persrm_utils.errors import DataError
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar
 from persrm_utils.splits import seen_author_split, split_by_author
 from persrm_utils.textsplit import sentences
+
+log = logging.getLogger(__name__)
 
 
 def trim_output(output: str, max_words: int) -> str:
@@ -45,33 +49,86 @@ def corpus_location(profile: Profile, c50_root: Path | None = None) -> Path:
     An explicit folder (``c50_root`` or ``$PERSRM_C50_DIR``) is used as given: a wrong one is
     a layout error, never a silent fallback to another copy of the corpus.
     """
-    from persrm_utils.corpus import default_c50_root, seed_path
+    from persrm_utils.corpus import check_c50_layout, default_c50_root, seed_path
 
     if profile.corpus == "seed":
         return seed_path()
-    return Path(c50_root) if c50_root is not None else default_c50_root()
+    if profile.corpus == "file":
+        return Path(str(profile.corpus_path)).expanduser()
+    if c50_root is not None:
+        return Path(c50_root)
+    if profile.corpus_path:
+        root = Path(profile.corpus_path).expanduser()
+        try:
+            check_c50_layout(root)
+        except DataError as exc:
+            problem = exc.problem.removeprefix(f"{exc.path}: ")
+            raise DataError(f"corpus_path points here, but {problem}", exc.fix,
+                            path=exc.path) from None  # fmt: skip
+        return root
+    return default_c50_root()
 
 
-def corpus_record(profile: Profile, c50_root: Path | None = None) -> dict[str, str]:
+def corpus_record(
+    profile: Profile, c50_root: Path | None = None, report: Any = None
+) -> dict[str, Any]:
     """What the manifest records about the corpus: its kind, where it was read, a content hash.
 
     The hash covers every file of the corpus (for a folder, their names and contents), so two
-    runs that say ``c50`` can be told apart when they read different copies.
+    runs that say ``c50`` can be told apart when they read different copies. For a file corpus
+    the field mapping and the drop counts (``report``, a
+    :class:`~persrm_utils.corpus_file.DropReport`) are recorded too.
     """
     from persrm_utils.runs import sha256_of
 
     where = corpus_location(profile, c50_root).resolve()
-    return {"corpus": profile.corpus, "path": str(where), "sha256": sha256_of(where)}
+    out: dict[str, Any] = {"corpus": profile.corpus, "path": str(where)}
+    out["sha256"] = sha256_of(where)
+    if profile.corpus == "file":
+        out |= {"author_field": profile.author_field, "text_field": profile.text_field}
+    if report is not None:
+        out["report"] = report.to_dict()
+    return out
 
 
-def load_corpus(profile: Profile, c50_root: Path | None = None) -> list[Exemplar]:
-    """The profile's corpus: the built-in seed texts, or Reuters C50 (train and test folders)."""
+def needed_authors(profile: Profile) -> tuple[int, str]:
+    """How many authors the profile's splits need, and the sum spelled out."""
+    wanted = profile.n_train_authors + profile.n_val_authors + profile.n_test_authors
+    detail = (f"{profile.n_train_authors} train + {profile.n_val_authors} val + "
+              f"{profile.n_test_authors} test")  # fmt: skip
+    return wanted, detail
+
+
+def load_corpus_report(profile: Profile, c50_root: Path | None = None) -> tuple[list, Any]:
+    """The profile's corpus and, for a file corpus, its :class:`DropReport` (else None).
+
+    A file corpus with fewer usable authors than the profile's splits need stops here, with the
+    report, so the user sees at once what was dropped and why.
+    """
     from persrm_utils.corpus import load_c50, load_seed
 
     if profile.corpus == "seed":
-        return load_seed()
+        return load_seed(), None
     root = corpus_location(profile, c50_root)
-    return load_c50(root, split="all", max_per_author=profile.texts_per_author)
+    if profile.corpus == "file":
+        from persrm_utils.corpus_file import load_corpus_file, require_authors
+
+        exemplars, report = load_corpus_file(root, profile.author_field, profile.text_field)
+        require_authors(report, *needed_authors(profile))
+        return exemplars, report
+    return load_c50(root, split="all", max_per_author=profile.texts_per_author), None
+
+
+def load_corpus(profile: Profile, c50_root: Path | None = None) -> list[Exemplar]:
+    """The profile's corpus: the seed texts, Reuters C50 (train and test folders), or your file.
+
+    What a file corpus drops is logged as a warning (notebook 01 prints it instead, through
+    :func:`load_corpus_report`).
+    """
+    exemplars, report = load_corpus_report(profile, c50_root)
+    if report is not None and report.n_dropped:
+        log.warning("%s", report)
+    return exemplars
 
 
 def read_exemplars(path: Path | str) -> list[Exemplar]:
@@ -138,13 +195,12 @@ def select(exemplars: Sequence[Exemplar], profile: Profile) -> list[Exemplar]:
     by_author: dict[str, list[Exemplar]] = defaultdict(list)
     for ex in exemplars:
         by_author[ex.author_id].append(ex)
-    wanted = profile.n_train_authors + profile.n_val_authors + profile.n_test_authors
+    wanted, detail = needed_authors(profile)
     authors = sorted(by_author)
     if len(authors) < wanted:
         raise DataError(
-            f"profile '{profile.name}' needs {wanted} authors "
-            f"({profile.n_train_authors} train + {profile.n_val_authors} val + "
-            f"{profile.n_test_authors} test) but the corpus has {len(authors)}",
+            f"profile '{profile.name}' needs {wanted} authors ({detail}) but the corpus has "
+            f"{len(authors)}",
             "lower n_train_authors / n_val_authors / n_test_authors in OVERRIDES, or add texts.",
         )
     out = []

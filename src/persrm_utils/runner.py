@@ -71,6 +71,16 @@ def select_stages(
     return present, absent
 
 
+def _absolute_corpus_path(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``corpus_path`` made absolute: the notebooks run from notebooks/, not from your shell's
+    folder, so a relative path would otherwise point somewhere else."""
+    out = dict(overrides or {})
+    value = out.get("corpus_path")
+    if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+        out["corpus_path"] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def _cell_error(err: Exception) -> str:
     source = getattr(err, "source", "") or ""
     ename = getattr(err, "ename", type(err).__name__)
@@ -104,7 +114,8 @@ def run_series(
     """
     from papermill.exceptions import PapermillExecutionError
 
-    prof = get_profile(profile, **(overrides or {}))
+    overrides = _absolute_corpus_path(overrides)
+    prof = get_profile(profile, **overrides)
     stages, absent = select_stages(from_stage, only)  # validate before creating anything
     run = RunFolder.create(run_name or prof.name, prof.name, overrides)
     out_dir = run.path / "notebooks"
