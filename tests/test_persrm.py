@@ -122,7 +122,7 @@ def test_export_reloads_with_plain_transformers_and_gives_the_same_verdicts(env,
     card = (out / "README.md").read_text()
     assert "run `j`" in card and "Profile: `smoke`" in card and "**SFT** LoRA adapter" in card
     assert "This model (SFT): not measured (the run has no eval/metrics.json" in card
-    assert "Corpus: `seed`" in card and "train: 3 authors" in card
+    assert "train: 4 authors, 24 texts" in card and "Preference pairs: train" in card
     assert "upload_folder" in card  # how to push it, not done here
 
 

@@ -50,7 +50,7 @@ def _eval_rows(run_path: Path) -> list[dict[str, Any]] | None:
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.3f}" if isinstance(value, int | float) else str(value)
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def _data_summary(run_path: Path) -> list[str]:
