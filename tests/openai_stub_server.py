@@ -6,7 +6,9 @@ how many retries the client must have made:
 
 * the first ``rate_limit`` requests get ``429`` with ``Retry-After``;
 * the next ``server_error`` get ``500``;
-* the next ``slow`` sleep ``slow_s`` (longer than the client's timeout) before answering.
+* the next ``slow`` sleep ``slow_s`` (longer than the client's timeout) before answering;
+* the first ``null_content`` answer with ``"content": null``; with ``drip_s`` every answer's body
+  is sent one byte at a time (each read of the client gets data in time, the whole never does).
 
 Every request's headers and body are recorded (in memory only) so a test can check that the
 ``Authorization`` header carried the key, and the largest number of requests in flight at once is
@@ -62,6 +64,8 @@ class Faults:
     require_key: str | None = None  # 401 unless "Authorization: Bearer <require_key>"
     echo_auth_in_401: bool = False  # a careless server: repeats the header in its 401 body
     status: int | None = None  # answer every request with this status (404, 503 ...)
+    null_content: int = 0  # the first N requests get 200 with "content": null
+    drip_s: float = 0.0  # send each 200 body one byte at a time, this many seconds apart
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -73,12 +77,20 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         stub = self.server.stub
         n = stub._enter(dict(self.headers))
+        self._left = False
         try:
             self._answer(stub, n)
         except OSError:  # the client gave up (timeout) and closed the socket: nothing to do
             pass
         finally:
-            stub._leave()
+            self._leave()
+
+    def _leave(self) -> None:
+        """Count this request out before its body goes out: once the client has the whole
+        answer it may send the next one at once, which must not look like overlap."""
+        if not self._left:
+            self._left = True
+            self.server.stub._leave()
 
     def _answer(self, stub: StubServer, n: int) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -103,9 +115,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(500, {"error": {"message": "internal error"}})
         if n < f.rate_limit + f.server_error + f.slow:
             stub.stopping.wait(f.slow_s)
-        self._send(200, stub._complete(body, n))
+        answer = stub._complete(body, n)
+        if n < f.null_content:
+            answer["choices"][0]["message"]["content"] = None
+        self._send(200, answer, drip_s=f.drip_s)
 
-    def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+    def _send(
+        self, status: int, payload: dict, headers: dict[str, str] | None = None, drip_s=0.0
+    ) -> None:
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -113,7 +130,15 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        self._leave()
+        if not drip_s:
+            self.wfile.write(data)
+            return
+        for i in range(len(data)):  # a server that drips: every read gets a byte in time
+            if self.server.stub.stopping.wait(drip_s):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
 
 
 class _HTTPServer(ThreadingHTTPServer):

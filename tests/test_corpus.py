@@ -126,12 +126,19 @@ def test_pointing_at_an_author_folder(c50_root: Path) -> None:
 def test_missing_corpus_lists_candidates_and_env_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(paths.ENV_C50, str(tmp_path / "nowhere"))
+    monkeypatch.delenv(paths.ENV_C50, raising=False)
     monkeypatch.setenv(paths.ENV_HOME, str(tmp_path / "home" / "project"))
     with pytest.raises(DataError) as info:
         load_c50()
     msg = str(info.value)
-    assert str(tmp_path / "nowhere") in msg and "PERSRM_C50_DIR" in msg
+    assert str(tmp_path / "home" / "project" / "data" / "reuters_c50") in msg
+    assert "PERSRM_C50_DIR" in msg and "download_c50" in msg
+    # set explicitly, PERSRM_C50_DIR is the only place looked at: a wrong one is named
+    monkeypatch.setenv(paths.ENV_C50, str(tmp_path / "nowhere"))
+    with pytest.raises(DataError) as info:
+        load_c50()
+    msg = str(info.value)
+    assert f"{tmp_path / 'nowhere'}: PERSRM_C50_DIR points here, but folder not found" in msg
     assert "download_c50" in msg
 
 
@@ -294,6 +301,7 @@ TEXT_A1 = "I write short notes. They are plain. Nobody reads them."
 TEXT_A2 = "My second note is here. It is also plain."
 TEXT_B1 = "Bob writes differently! Is that so? It is."
 TEXT_B2 = "Bob again. Still excited!"
+TEXT_A3 = "A third note, as plain. It ends here."
 
 
 def _jsonl(path: Path, *objs: object) -> Path:
@@ -406,7 +414,7 @@ def test_save_own_texts_round_trip_and_replace(tmp_path: Path) -> None:
     path = tmp_path / "own" / "texts.jsonl"
     save_own_texts(path, "ann", [TEXT_A1, TEXT_A2])
     save_own_texts(path, "bob", [TEXT_B1, TEXT_B2])
-    save_own_texts(path, "ann", [TEXT_A2, TEXT_A1, TEXT_B1])  # replaces ann, keeps bob
+    save_own_texts(path, "ann", [TEXT_A2, TEXT_A1, TEXT_A3])  # replaces ann, keeps bob
     recs = read_jsonl(path, TextRecord)
     assert [(r.author_id, r.text_id) for r in recs] == [
         ("bob", "bob/001"),

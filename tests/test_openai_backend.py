@@ -149,6 +149,34 @@ def test_failed_requests_come_back_as_errors_and_are_retried_next_run(serve, tmp
     assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 1
 
 
+def test_timeout_is_a_deadline_for_the_whole_request_not_per_read(serve):
+    # Each byte arrives 0.05 s after the last, far within a per-read timeout of 0.6 s, but the
+    # whole answer (hundreds of bytes) would take many seconds: the deadline must cut it off.
+    server = serve(drip_s=0.05)
+    backend = client(server, timeout_s=0.6, max_retries=1)
+    start = time.perf_counter()
+    (res,) = backend.generate(requests(1))
+    took = time.perf_counter() - start
+    assert res.finish_reason == "error" and res.attempts == 2
+    assert "no complete answer within 0.6 s" in res.error
+    assert took < 2 * (0.6 + 0.2), f"two attempts of at most 0.6 s each took {took:.1f} s"
+    assert backend.stats.by_status["timeout"] == 2
+
+
+def test_content_null_is_a_failed_generation_retried_and_never_cached(serve, tmp_path):
+    server = serve(null_content=2)
+    backend = client(server, max_retries=1)
+    gen = CachedGenerator(backend, tmp_path / "cache.jsonl")
+    (res,) = gen.generate(requests(1), progress=False)
+    assert res.finish_reason == "error" and res.attempts == 2
+    assert "content null, no text" in res.error
+    assert (tmp_path / "cache.jsonl").read_text() == ""  # not cached as an empty success
+
+    (res,) = gen.generate(requests(1), progress=False)  # the third request has text again
+    assert res.finish_reason in ("stop", "length") and res.text
+    assert len((tmp_path / "cache.jsonl").read_text().splitlines()) == 1
+
+
 def test_a_dead_server_stops_the_run_instead_of_timing_out_every_request(serve):
     server = serve(status=503)
     backend = client(server, concurrency=1, max_retries=0, max_consecutive_failures=3)

@@ -72,7 +72,7 @@ def test_renaming_the_profile_through_an_override_is_refused():
     [
         ("lora_r", -1, "greater than 0"),
         ("lora_r", "abc", "valid integer"),
-        ("corpus", "wiki", "'seed' or 'c50'"),
+        ("corpus", "wiki", "'seed', 'c50' or 'file'"),
         ("max_exemplars", 4, "less than or equal to 3"),
         ("grpo_num_generations", 1, "greater than or equal to 2"),
     ],

@@ -7,6 +7,9 @@
     persrm run --run smoke --solutions    # also run the exercises' solutions notebooks
     persrm sft --profile smoke --run r1   # stage 03 alone (also under torchrun/accelerate)
     persrm grpo --profile smoke --run r1  # stage 04 alone
+    persrm judge --run r1 --exemplars mine.jsonl --a a.txt --b "or the text itself"
+    persrm judge --run r1 --exemplars mine.jsonl --batch pairs.jsonl --out verdicts.jsonl
+    persrm export --run r1 --out exported/r1   # merged, standalone model folder + model card
 
 Errors the user can fix are printed as one paragraph, without a traceback, with exit code 2.
 """
@@ -52,7 +55,106 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--force", action="store_true", help="train again even if done")
         cmd.add_argument("--set", dest="overrides", action="append", metavar="FIELD=VALUE")
     run.add_argument("--no-progress", action="store_true", help="no per-cell progress bar")
+    judge = sub.add_parser("judge", help="ask a trained judge which of two texts a user prefers")
+    source = judge.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", "--run-name", dest="run_name", help="a trained run (name/path)")
+    source.add_argument("--model", help="a folder written by `persrm export`")
+    judge.add_argument("--adapter", default="auto", choices=("auto", "grpo", "sft"),
+                       help="auto: GRPO's adapter when the run has one, else SFT's")  # fmt: skip
+    judge.add_argument("--exemplars", metavar="FILE",
+                       help="the user's texts: JSONL, one {\"text\": ...} per line")  # fmt: skip
+    judge.add_argument("--prompt", default=None, help="the prompt both texts answer (text or file)")
+    judge.add_argument("--a", help="response A: the text, or a file holding it")
+    judge.add_argument("--b", help="response B: the text, or a file holding it")
+    judge.add_argument("--batch", metavar="IN.jsonl", help='pairs, one {"a", "b"} per line')
+    judge.add_argument("--out", metavar="OUT.jsonl", help="where --batch writes its verdicts")
+    judge.add_argument("--batch-size", type=int, default=8, help="pairs generated at once")
+    judge.add_argument("--json", action="store_true", help="print the result as JSON")
+    export = sub.add_parser("export", help="merge a run's adapter into a standalone model folder")
+    export.add_argument("--run", "--run-name", dest="run_name", required=True)
+    export.add_argument("--out", required=True, help="the folder to write")
+    export.add_argument("--adapter", default="auto", choices=("auto", "grpo", "sft"))
+    export.add_argument("--force", action="store_true", help="replace an earlier export there")
     return parser
+
+
+def _judge(args: argparse.Namespace) -> int:
+    """``persrm judge``: one pair (--a/--b) or a JSONL batch (--batch/--out)."""
+    import json
+
+    from persrm_utils.errors import ConfigError
+    from persrm_utils.persrm import (
+        PersRM,
+        read_batch,
+        read_exemplars_file,
+        text_or_file,
+        write_batch,
+    )
+
+    single = args.a is not None or args.b is not None
+    if single == (args.batch is not None):
+        raise ConfigError(
+            "persrm judge needs either --a and --b (one pair) or --batch (a JSONL of pairs).",
+            'Example: persrm judge --run smoke --exemplars mine.jsonl --a "..." --b b.txt',
+        )
+    if args.batch is not None and not args.out:
+        raise ConfigError("--batch needs --out, the JSONL file to write the verdicts to.",
+                          "Add --out verdicts.jsonl.")  # fmt: skip
+    exemplars = read_exemplars_file(args.exemplars) if args.exemplars else None
+    if single:
+        if args.a is None or args.b is None:
+            raise ConfigError("--a and --b go together.", "Give both texts (or files).")
+        if not exemplars:
+            raise ConfigError(
+                "--exemplars is missing: the judge needs the user's own texts to know them.",
+                'Pass --exemplars FILE (JSONL with one {"text": ...} per line, or .txt with '
+                "the texts separated by lines holding only ---).",
+            )
+        items = [{"id": 1, "exemplars": exemplars,
+                  "prompt": text_or_file(args.prompt, "--prompt") if args.prompt else None,
+                  "a": text_or_file(args.a, "--a"), "b": text_or_file(args.b, "--b")}]  # fmt: skip
+    else:
+        items = read_batch(args.batch, exemplars)
+    judge = (
+        PersRM.from_run(args.run_name, args.adapter, args.batch_size)
+        if args.run_name
+        else PersRM.from_pretrained(args.model, args.batch_size)
+    )
+    results = judge.compare_many(items)
+    if not single:
+        out = write_batch(args.out, items, results)
+        agreed = sum(r.agree for r in results)
+        print(f"{len(results)} pairs judged by {judge.name}: {agreed} with a verdict both "
+              f"orders agree on; written to {out}")  # fmt: skip
+        return 0
+    res = results[0]
+    if args.json:
+        print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    said = {"agree": "both orders agree", "disagree": "the two orders disagree",
+            "invalid": "no valid answer in at least one order"}[res.agreement]  # fmt: skip
+    print(f"verdict: {res.verdict or 'none'} ({said}; judge {judge.name}, "
+          f"{res.exemplars_shown} exemplars shown)")  # fmt: skip
+    print(f"  order A,B: {res.verdict_ab or '-'} ({res.reason_ab}); "
+          f"order B,A: {res.verdict_ba or '-'} ({res.reason_ba})")  # fmt: skip
+    print(f"  reasoning: {res.reasoning if res.reasoning is not None else '(none)'}")
+    return 0
+
+
+def _mark_failed(args: argparse.Namespace, stage: str, err: PersRMError) -> None:
+    """Record a stage that was started and then raised as failed, so nothing reads it as done."""
+    from persrm_utils.paths import runs_dir
+    from persrm_utils.runs import MANIFEST, RunFolder
+    from persrm_utils.sft_stage import rank
+
+    if rank() != 0:  # under torchrun, rank 0 alone writes the manifest
+        return
+    folder = runs_dir() / (args.run_name or args.profile.strip().lower())
+    if not (folder / MANIFEST).is_file():
+        return
+    run = RunFolder.open(folder)
+    if run.status(stage) == "running":
+        run.fail_stage(stage, str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,12 +181,25 @@ def main(argv: list[str] | None = None) -> int:
                 solutions=args.solutions,
             )
             return 0
+        if args.command == "judge":
+            return _judge(args)
+        if args.command == "export":
+            from persrm_utils.export import export_run
+
+            out = export_run(args.run_name, args.out, args.adapter, args.force)
+            print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained, or "
+                  f"PersRM.from_pretrained; model card: {out / 'README.md'}")  # fmt: skip
+            return 0
         if args.command in ("sft", "grpo"):
             from persrm_utils.grpo_stage import run_grpo_stage
             from persrm_utils.sft_stage import run_sft_stage
 
             stage = run_sft_stage if args.command == "sft" else run_grpo_stage
-            stage(args.profile, args.run_name, parse_overrides(args.overrides), force=args.force)
+            try:
+                stage(args.profile, args.run_name, parse_overrides(args.overrides), args.force)
+            except PersRMError as err:
+                _mark_failed(args, "03" if args.command == "sft" else "04", err)
+                raise
             return 0
     except PersRMError as err:
         print(f"\npersrm: {type(err).__name__}: {err}", file=sys.stderr)

@@ -53,8 +53,22 @@ _ORIGINAL_LAYOUT = "C50train/<AuthorName>/<id>newsML.txt and C50test/<AuthorName
 # ----------------------------------------------------------------------------------------------
 
 
-def _default_c50_root() -> Path:
-    """``paths.find_c50()``, or a DataError that lists every place looked at."""
+def default_c50_root() -> Path:
+    """``$PERSRM_C50_DIR`` when set (checked: a wrong folder is a layout error, with no fallback
+    to another copy), else ``paths.find_c50()``, or a DataError that lists every place looked at.
+    """
+    explicit = paths.explicit_c50()
+    if explicit is not None:
+        try:
+            check_c50_layout(explicit)
+        except DataError as exc:
+            problem = exc.problem.removeprefix(f"{exc.path}: ")
+            raise DataError(
+                f"{paths.ENV_C50} points here, but {problem}",
+                exc.fix,
+                path=exc.path,
+            ) from None
+        return explicit
     root = paths.find_c50()
     if root is None:
         looked = "\n".join(f"  - {p}" for p in paths.c50_candidates())
@@ -129,7 +143,8 @@ def check_c50_layout(root: Path, split: Split = "all") -> list[str]:
     if not root.is_dir():
         raise DataError(
             "folder not found",
-            f"check the path, or set {paths.ENV_C50} to the folder that holds C50train/.",
+            f"check the path, or set {paths.ENV_C50} to the folder that holds C50train/ (or "
+            "call download_c50(folder) when online).",
             path=str(root),
         )
     if not any((root / d).is_dir() for d in _SPLIT_DIRS.values()):
@@ -167,6 +182,13 @@ def _file_order(path: Path) -> tuple[int, str]:
 def _article_files(author_dir: Path) -> list[Path]:
     """The .txt files of one author folder; an empty one is an error, not a silent gap."""
     files = sorted(author_dir.glob("*.txt"), key=_file_order)
+    folders = [f for f in files if not f.is_file()]
+    if folders:
+        raise DataError(
+            "is a folder, but every *.txt in an author folder must be one article file",
+            "move or rename it (a C50 author folder holds only <id>newsML.txt files).",
+            path=str(folders[0]),
+        )
     if not files:
         raise DataError(
             "this author folder holds no .txt files",
@@ -239,7 +261,7 @@ def load_c50(
     author's training articles come before the test ones, so ``max_per_author`` takes from
     training first.
     """
-    root = Path(root) if root is not None else _default_c50_root()
+    root = Path(root) if root is not None else default_c50_root()
     if max_per_author is not None and max_per_author < 1:
         raise DataError(f"max_per_author={max_per_author}", "use a positive number or None.")
     split_names = check_c50_layout(root, split)
@@ -426,11 +448,13 @@ def load_texts_jsonl(
     out: list[Exemplar] = []
     counts: Counter[str] = Counter()
     first_line: dict[str, int | None] = {}
+    seen: dict = {}
     for line, obj in iter_jsonl_objects(path):
         author = _string_field(obj, author_field, path, line)
         text = _string_field(obj, text_field, path, line)
         text_id = obj.get("text_id")
         text_id = text_id if isinstance(text_id, str) and text_id.strip() else f"{path.stem}:{line}"
+        _check_unique(text_id, text, line, seen, path, text_field)
         prompt, output = _split_or_raise(text, str(path), line, text_field)
         out.append(
             Exemplar(
@@ -509,8 +533,26 @@ def save_own_texts(path: Path | str, author_id: str, texts: list[str]) -> Path:
 
 
 def load_own_texts(path: Path | str) -> list[Exemplar]:
-    """Load a file written by :func:`save_own_texts` back as Exemplars (source ``"own"``)."""
-    return _records_to_exemplars(read_jsonl_numbered(path, TextRecord), "own", Path(path))
+    """Load a file written by :func:`save_own_texts` back as Exemplars (source ``"own"``).
+
+    Each exemplar keeps the file name and line in ``meta`` so that a later check (a text id or
+    a text that is also in the corpus, see :func:`persrm_utils.exemplars.assign_splits`) can
+    name the line to fix.
+    """
+    path = Path(path)
+    records = read_jsonl_numbered(path, TextRecord)
+    if not records:
+        raise DataError(
+            "holds no texts (the file is empty)",
+            "save your texts with the form or save_own_texts(path, name, texts), or delete the "
+            "empty file to use MY_TEXTS instead.",
+            path=str(path),
+        )
+    out = _records_to_exemplars(records, "own", path)
+    return [
+        ex.model_copy(update={"meta": {**ex.meta, "file": path.name, "line": line}})
+        for ex, (line, _) in zip(out, records, strict=True)
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -523,6 +565,39 @@ def seed_path() -> Path:
     return paths.data_dir() / "seed" / "authors.jsonl"
 
 
+def text_key(text: str) -> str:
+    """A text with its whitespace normalised: two texts with the same key are the same text."""
+    return " ".join(text.split())
+
+
+def _check_unique(text_id: str, text: str, line: int, seen: dict, path: Path, field: str) -> None:
+    """Refuse a repeated text id, or a text already given under another id, naming both lines.
+
+    A repeated id makes ``{text_id: exemplar}`` keep only one of the texts, so pairs would show
+    another author's text as this author's exemplar; a repeated text would show the judge the
+    answer itself as an exemplar.
+    """
+    ids, texts = seen.setdefault("ids", {}), seen.setdefault("texts", {})
+    if text_id in ids:
+        raise DataError(
+            f"text_id '{text_id}' is already used on line {ids[text_id]}",
+            "give every text its own text_id (e.g. 'me/004'): pairs look texts up by id.",
+            path=str(path),
+            line=line,
+            field="text_id",
+        )
+    key = text_key(text)
+    if key in texts:
+        raise DataError(
+            f"this text is the same as line {texts[key]} (under another text_id)",
+            "delete one of the two: a text shown as an exemplar must not also be the answer.",
+            path=str(path),
+            line=line,
+            field=field,
+        )
+    ids[text_id], texts[key] = line, line
+
+
 def _records_to_exemplars(
     records: list[tuple[int, TextRecord]], source: Source, path: Path
 ) -> list[Exemplar]:
@@ -530,7 +605,9 @@ def _records_to_exemplars(
     out: list[Exemplar] = []
     counts: Counter[str] = Counter()
     first: dict[str, int | None] = {}
+    seen: dict = {}
     for i, rec in records:
+        _check_unique(rec.text_id, rec.text, i, seen, path, "text")
         prompt, output = _split_or_raise(rec.text, str(path), i, "text")
         out.append(
             Exemplar(

@@ -35,6 +35,10 @@ class ModelUnavailableError(PersRMError):
     """A profile's model cannot be loaded on this machine (offline, missing package, no GPU)."""
 
 
+class TrainingError(PersRMError):
+    """Training ran but produced something unusable (a NaN or infinite loss or gradient)."""
+
+
 class DataError(PersRMError):
     """Bad input data: names the file, the line or record, the field, and the fix."""
 

@@ -66,6 +66,12 @@ class CachedGenerator:
             raise ConfigError(
                 f"flush_every must be at least 1, got {flush_every}", "use 1 or more."
             )
+        if Path(cache_path).is_dir():
+            raise DataError(
+                "is a folder, but the generation cache is one JSONL file",
+                f"pass a file path, e.g. {Path(cache_path) / 'negatives.jsonl'}.",
+                path=str(cache_path),
+            )
         self.backend = backend
         self.cache_path = Path(cache_path)
         self.flush_every = flush_every
@@ -224,8 +230,20 @@ class _Lock:
         self.fh: IO[bytes] | None = None
 
     def __enter__(self) -> IO[bytes]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = self.path.open("ab")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = self.path.open("ab")
+        except IsADirectoryError:
+            raise DataError(
+                "is a folder, but the generation cache is one JSONL file",
+                f"pass a file path, e.g. {self.path / 'negatives.jsonl'}.",
+                path=str(self.path),
+            ) from None
+        except OSError as err:
+            raise PersRMError(
+                f"cannot write the generation cache {self.path} ({err.strerror or err})",
+                "make its folder writable, or pass a cache path in a writable folder.",
+            ) from None
         if fcntl is not None:
             try:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

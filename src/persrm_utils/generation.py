@@ -741,7 +741,7 @@ class OpenAIBackend:
                     if abort.is_set():
                         raise _Cancelled
                     attempts += 1
-                    data = self._post(client, headers, key, body)
+                    text, reason = self._parse(self._post(client, headers, key, body), key)
         except _Retryable as exc:
             with self._lock:
                 self.stats.failures += 1
@@ -760,7 +760,6 @@ class OpenAIBackend:
             with self._lock:
                 self.stats.failures += 1
             raise
-        text, reason = self._parse(data, key)
         return GenResult(
             key=req.key,
             text=text,
@@ -775,11 +774,26 @@ class OpenAIBackend:
     def _post(self, client: Any, headers: dict, key: str | None, body: dict) -> Any:
         """One HTTP attempt: the parsed JSON, or :class:`_Retryable`, or a setup error."""
         httpx, _ = _import_http()
+        # timeout_s is a deadline for the whole request. httpx's own timeout applies to each
+        # read, so a server that sends a few bytes at a time could hold a request for ever; the
+        # body is therefore read in chunks and the clock checked after each one.
+        deadline = time.monotonic() + self.timeout_s
         try:
-            resp = client.post(self.url, json=body, headers=headers)
+            with client.stream("POST", self.url, json=body, headers=headers) as streamed:
+                chunks = []
+                for chunk in streamed.iter_bytes():
+                    chunks.append(chunk)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("deadline passed while reading the body")
+            resp = httpx.Response(
+                streamed.status_code,
+                headers=streamed.headers,
+                content=b"".join(chunks),
+                request=streamed.request,
+            )
         except httpx.TimeoutException:
             self._count("timeout")
-            raise _Retryable(f"no answer within {self.timeout_s} s", "timeout") from None
+            raise _Retryable(f"no complete answer within {self.timeout_s} s", "timeout") from None
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
             self._count("connect_error")
             reason = f"connection problem with {self.url}: {_redact(str(exc), key)}"
@@ -804,15 +818,19 @@ class OpenAIBackend:
         """``choices[0].message.content`` and its finish reason, from the OpenAI JSON shape."""
         try:
             choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
+            content = choice["message"]["content"]
         except (KeyError, IndexError, TypeError, AttributeError):
             raise PersRMError(
                 f"{self.url} answered without choices[0].message.content "
                 f"({_redact(json.dumps(data), key)[:200]})",
                 "point base_url at an OpenAI-compatible chat completions server.",
             ) from None
+        if not isinstance(content, str):
+            # content: null happens (a refusal, a tool call, a server hiccup): it is no text, so
+            # it is retried and, if it persists, a failed generation that the cache does not keep.
+            raise _Retryable(f"the answer had content {json.dumps(content)[:40]}, no text", "null")
         reason: FinishReason = "length" if choice.get("finish_reason") == "length" else "stop"
-        return _redact(text, key), reason
+        return _redact(content, key), reason
 
 
 class _Secret(str):

@@ -284,6 +284,14 @@ def _invalid(reason: Reason, think: str | None, n_answers: int = 0) -> Verdict:
 
 def parse_verdict(text: str) -> Verdict:
     """Read the verdict of one completion, by the rules in this module's docstring."""
+    if not isinstance(text, str):
+        raise DataError(
+            f"parse_verdict needs the completion's text (a str), got {type(text).__name__} "
+            f"{text!r:.40}",
+            "pass the generated text (GenResult.text); a failed generation has no text, so "
+            "check finish_reason == 'error' first and count it as no verdict.",
+            field="text",
+        )
     first_open = text.find(THINK_OPEN)
     last_open = text.rfind(THINK_OPEN)
     last_close = text.rfind(THINK_CLOSE)

@@ -65,12 +65,22 @@ def cache_dir() -> Path:
     return base.resolve()
 
 
-def c50_candidates() -> list[Path]:
-    """Places to look for a local Reuters C50 copy, most specific first."""
-    out: list[Path] = []
+def explicit_c50() -> Path | None:
+    """``$PERSRM_C50_DIR`` when it is set: then it is the only place the corpus is read from."""
     env = os.environ.get(ENV_C50)
-    if env:
-        out.append(Path(env).expanduser().resolve())
+    return Path(env).expanduser().resolve() if env else None
+
+
+def c50_candidates() -> list[Path]:
+    """Places to look for a local Reuters C50 copy, most specific first.
+
+    When ``$PERSRM_C50_DIR`` is set it is the only candidate: a wrong value must fail, not fall
+    back silently to another copy of the corpus.
+    """
+    explicit = explicit_c50()
+    if explicit is not None:
+        return [explicit]
+    out: list[Path] = []
     root = project_root()
     out += [root / "data" / "reuters_c50", root.parent / "shared" / "data" / "reuters_c50"]
     return out

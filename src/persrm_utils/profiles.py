@@ -13,7 +13,7 @@ import difflib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from persrm_utils.errors import ConfigError
 
@@ -27,7 +27,9 @@ class Profile(BaseModel):
     run that never happened: use :meth:`override` (or ``get_profile(name, **overrides)``) instead.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: "Infinity" or "nan" (easy to type in --set or OVERRIDES) is refused
+    # for every float field, so a run never starts with a learning rate that cannot train.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     description: str
@@ -94,7 +96,9 @@ class Profile(BaseModel):
     )
 
     # --- data ------------------------------------------------------------------------------
-    corpus: Literal["seed", "c50"] = Field(description="seed: built-in texts; c50: Reuters C50")
+    corpus: Literal["seed", "c50", "file"] = Field(
+        description="seed: built-in texts; c50: Reuters C50; file: your own corpus (corpus_path)"
+    )
     n_train_authors: int = Field(gt=0)
     n_val_authors: int = Field(ge=0)
     n_test_authors: int = Field(gt=0, description="unseen authors, never trained on")
@@ -138,6 +142,21 @@ class Profile(BaseModel):
         default=None, ge=1, description="Bradley-Terry RM steps in 05 (None: sft_max_steps)"
     )
     seed: int = 0
+    corpus_path: str | None = Field(
+        default=None,
+        validate_default=True,
+        description="corpus='file': a .jsonl/.csv file or a saved datasets folder (needed); "
+        "corpus='c50': the folder with C50train/ (default: $PERSRM_C50_DIR or the usual places)",
+    )
+    author_field: str = Field(default="author", min_length=1, description="corpus='file': author")
+    text_field: str = Field(default="text", min_length=1, description="corpus='file': the text")
+
+    @field_validator("corpus_path")
+    @classmethod
+    def _file_corpus_needs_a_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("corpus") == "file" and not (value and value.strip()):
+            raise ValueError("corpus='file' needs corpus_path, the file or folder to read")
+        return value
 
     # --- 06: personalized generation ---------------------------------------------------------
     bon_tasks: int = Field(default=6, ge=1, description="held-out openings to write drafts for")

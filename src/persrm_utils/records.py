@@ -24,7 +24,7 @@ from persrm_utils.errors import DataError
 
 log = logging.getLogger(__name__)
 
-Source = Literal["c50", "jsonl", "own", "seed"]
+Source = Literal["c50", "jsonl", "own", "seed", "file"]
 
 M = TypeVar("M", bound=BaseModel)
 

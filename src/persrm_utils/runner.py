@@ -56,12 +56,29 @@ def select_stages(
         chosen = [s for s in STAGES if s.name >= first]
     present = [s for s in chosen if (folder / s.notebook).is_file()]
     absent = [s for s in chosen if not (folder / s.notebook).is_file()]
+    if not present:
+        raise ConfigError(
+            f"No notebook of the series is in {folder} ({', '.join(s.notebook for s in chosen)} "
+            "were looked for), so there is nothing to run.",
+            "Run persrm from the project checkout, or set PERSRM_HOME to the folder that holds "
+            "notebooks/ and pyproject.toml.",
+        )
     if only and absent:
         raise ConfigError(
             f"Notebook {absent[0].notebook} is not in {folder}.",
             "Check the stage name, or update your checkout.",
         )
     return present, absent
+
+
+def _absolute_corpus_path(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``corpus_path`` made absolute: the notebooks run from notebooks/, not from your shell's
+    folder, so a relative path would otherwise point somewhere else."""
+    out = dict(overrides or {})
+    value = out.get("corpus_path")
+    if isinstance(value, str) and value.strip() and not Path(value).expanduser().is_absolute():
+        out["corpus_path"] = str(Path(value).expanduser().resolve())
+    return out
 
 
 def _cell_error(err: Exception) -> str:
@@ -97,7 +114,8 @@ def run_series(
     """
     from papermill.exceptions import PapermillExecutionError
 
-    prof = get_profile(profile, **(overrides or {}))
+    overrides = _absolute_corpus_path(overrides)
+    prof = get_profile(profile, **overrides)
     stages, absent = select_stages(from_stage, only)  # validate before creating anything
     run = RunFolder.create(run_name or prof.name, prof.name, overrides)
     out_dir = run.path / "notebooks"

@@ -34,6 +34,17 @@ MODEL_FIELDS = ("model_source", "model_name", "model_path", "load_in_4bit")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,80}$")
 
 
+def _unwritable(path: Path, err: OSError) -> ConfigError:
+    """A run folder (or the folder above it) that cannot be written: say which and what to do."""
+    return ConfigError(
+        f"Cannot write in {path} ({err.strerror or err}): the run folder must be writable, "
+        "and nothing was changed in it.",
+        f"Make it writable (`chmod -R u+w {path}`), or work on a copy: set PERSRM_RUNS_DIR to a "
+        "writable folder (in a notebook: os.environ['PERSRM_RUNS_DIR'] = ...) and copy the run "
+        "folder there.",
+    )
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -68,6 +79,8 @@ class StageRecord(BaseModel):
     versions: dict[str, str] = Field(default_factory=dict)
     hardware: dict[str, Any] = Field(default_factory=dict)
     artifacts: list[Artifact] = Field(default_factory=list)
+    #: What the stage read from outside the run folder (e.g. the corpus: path and SHA-256).
+    inputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     runs: int = 1  # how many times the stage was started (resumes included)
 
@@ -141,7 +154,10 @@ class RunFolder:
                     "start it again.",
                 )
             return run
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _unwritable(path, err) from None
         run = cls(path, Manifest(run=name, profile=profile, overrides=overrides, created_at=_now()))
         run.save()
         return run
@@ -190,10 +206,17 @@ class RunFolder:
     def save(self) -> None:
         """Write the manifest atomically."""
         data = self.manifest.model_dump_json(indent=2)
-        fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=self.path)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(data + "\n")
-        os.replace(tmp, self.path / MANIFEST)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".manifest-", dir=self.path)
+        except OSError as err:
+            raise _unwritable(self.path, err) from None
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(data + "\n")
+            os.replace(tmp, self.path / MANIFEST)
+        except OSError as err:
+            Path(tmp).unlink(missing_ok=True)
+            raise _unwritable(self.path, err) from None
 
     # --- stages ----------------------------------------------------------------------------
     def status(self, stage: str) -> Status | None:
@@ -245,8 +268,13 @@ class RunFolder:
         self.save()
         return record
 
-    def finish_stage(self, stage: str, artifacts: list[str | Path] = ()) -> StageRecord:
-        """Hash the artifacts and mark the stage done."""
+    def finish_stage(
+        self,
+        stage: str,
+        artifacts: list[str | Path] = (),
+        inputs: dict[str, Any] | None = None,
+    ) -> StageRecord:
+        """Hash the artifacts, record the outside inputs (if any), and mark the stage done."""
         name = get_stage(stage).name
         record = self.manifest.stages.get(name)
         if record is None:
@@ -257,6 +285,8 @@ class RunFolder:
             )
         for item in artifacts:
             self._add_artifact(record, Path(item))
+        if inputs:
+            record.inputs = json.loads(json.dumps(inputs, default=str))
         record.status = "done"
         record.error = None
         record.finished_at = _now()
@@ -302,7 +332,10 @@ class RunFolder:
     def file(self, relative: str | Path) -> Path:
         """A path inside the run folder (parents created)."""
         out = self.path / relative
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _unwritable(out.parent, err) from None
         return out
 
     def summary(self) -> list[dict[str, Any]]:

@@ -33,8 +33,11 @@ class StageSession:
     def file(self, relative: str | Path) -> Path:
         return self.run.file(relative)
 
-    def finish(self, artifacts: list[str | Path] = ()) -> StageRecord:
-        record = self.run.finish_stage(self.stage, artifacts)
+    def finish(
+        self, artifacts: list[str | Path] = (), inputs: dict[str, Any] | None = None
+    ) -> StageRecord:
+        """Mark the stage done: hash ``artifacts``; record ``inputs`` read from outside the run."""
+        record = self.run.finish_stage(self.stage, artifacts, inputs)
         print(
             f"Stage {self.stage} done in {record.seconds:.1f} s: "
             f"{len(record.artifacts)} artifact(s) recorded in {self.run.path / 'manifest.json'}"

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persrm_utils.errors import TrainingError
 from persrm_utils.hardware import choose_dtype_name, detect
 from persrm_utils.models import LoadedModel, add_lora, load_model
 from persrm_utils.profiles import Profile
@@ -120,6 +121,34 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
 
 
+#: Logged values that must stay finite; a NaN here means the weights are NaN from then on.
+WATCHED = ("loss", "grad_norm")
+
+
+def check_finite(log_history: list[dict], learning_rate: float, output_dir: Path) -> None:
+    """Refuse a training run whose loss or gradient norm became NaN or infinite.
+
+    Transformers keeps training through a NaN (and by default logs the loss of such a step as
+    the average of the earlier ones), so without this check a diverged run ends as "done" and its
+    adapter, all NaN, is saved and judged. Raises before the adapter is written, so an adapter
+    saved by an earlier, healthy run stays as it was.
+    """
+    for entry in log_history:
+        for key in WATCHED:
+            value = entry.get(key)
+            if isinstance(value, int | float) and not math.isfinite(value):
+                raise TrainingError(
+                    f"training diverged: step {entry.get('step', '?')} logged {key} = {value}, "
+                    "so the stage failed and no adapter was saved from it (one already in "
+                    f"{output_dir / ADAPTER} is left as it was). The likely cause is a learning "
+                    f"rate too high for this model (learning_rate = {learning_rate:g}); fp16 "
+                    "overflow on a T4 is the other usual one.",
+                    "lower sft_learning_rate (SFT) or grpo_learning_rate (GRPO), e.g. by 10x, "
+                    f"delete the checkpoint-* folders in {output_dir} (they hold the diverged "
+                    "weights), and run the stage again.",
+                )
+
+
 def run_trainer(trainer: Any, output_dir: Path, tokenizer: Any, resume: bool):
     """Train (resuming from the newest checkpoint when asked) and save the adapter on rank 0.
 
@@ -130,6 +159,7 @@ def run_trainer(trainer: Any, output_dir: Path, tokenizer: Any, resume: bool):
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
+    check_finite(trainer.state.log_history, trainer.args.learning_rate, output_dir)
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_dir / ADAPTER))
         tokenizer.save_pretrained(str(output_dir / ADAPTER))
