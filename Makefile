@@ -10,7 +10,7 @@ RUN ?= $(PROFILE)
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks clean
+.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks figures reference clean
 
 install: $(VENV)/.stamp-runtime
 install-dev: $(VENV)/.stamp-dev
@@ -57,12 +57,22 @@ lint: install-dev
 	$(BIN)/ruff check src tests scripts notebooks
 	$(BIN)/ruff format --check src tests scripts notebooks
 	$(BIN)/python scripts/sync_notebooks.py --check
+	$(BIN)/python scripts/sync_figures.py --check
 
 doctor: install
 	$(BIN)/persrm doctor
 
 sync-notebooks: install
 	$(BIN)/python scripts/sync_notebooks.py
+
+# Regenerate the measured figures (notebook headers, README, teacher's guide) from the records.
+figures: install
+	$(BIN)/python scripts/sync_figures.py
+
+# Worked outputs: record a finished run's times and publish its executed notebooks, e.g.
+#   make demo PROFILE=cpu && make reference RUN=cpu
+reference: install
+	$(BIN)/python scripts/sync_figures.py --record runs/$(RUN) --reference runs/$(RUN)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
