@@ -7,9 +7,9 @@ the trainer's ``train_log.json``. Nothing of the main run is touched. The checks
 (``check_03_knob``, ``check_04_knob_beta``, ``check_04_knob_group``) read those folders again and
 recompute the effect, so they agree with whatever the learner's run produced.
 
-On ``smoke`` each experiment takes seconds and shows the *mechanics* only (the tiny random model
-learns nothing); on ``cpu`` a step costs what a step of notebook 03 or 04 costs, so the notebooks
-run them there only when asked.
+Each step costs about what a step of notebook 03 or 04 costs, and ``experiment.json`` records
+the time. On ``smoke`` the experiments show the *mechanics* only (the tiny random model learns
+nothing); on other profiles the notebooks run them only when asked.
 """
 
 from __future__ import annotations
