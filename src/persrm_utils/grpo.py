@@ -64,7 +64,7 @@ def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None,
         temperature=1.0,  # sampling diversity inside a group is what creates a signal
         # KL penalty to the reference. With PEFT the reference is the same base weights under a
         # frozen copy of the starting adapter, so beta = 0 saves one forward pass per batch (and
-        # that adapter copy), not a second model. Every profile uses 0 (notebook 04, section 5b).
+        # that adapter copy), not a second model. Every profile uses 0 (notebook 04, "the KL term").
         beta=profile.grpo_beta,
         # How per-token losses are averaged (notebook 04, section 1b): "dapo" sums over every
         # token of the batch and divides by their number, so each token weighs the same whatever

