@@ -131,10 +131,10 @@ def load_records(root: Path | None = None) -> dict[str, dict[str, Any]]:
 
 
 def fmt_seconds(seconds: float | None) -> str:
-    """7 s, 95 s, 15.5 min, 1 h 43 min: the style of the README and the guide."""
+    """7 s, 101 s, 15.5 min, 1 h 43 min: the style of the README and the guide."""
     if seconds is None:
         return NOT_MEASURED
-    if seconds < 100:
+    if seconds < 180:
         return f"{seconds:.0f} s"
     if seconds < 3600:
         return f"{seconds / 60:.1f} min"
@@ -162,6 +162,12 @@ def _stage_cell(record: dict[str, Any] | None, stage: str) -> str:
     return out
 
 
+def _provenance(record: dict[str, Any]) -> str:
+    """Machine and date of a record, and its caveat when it has one."""
+    out = f"{record['machine']}, run of {record['measured_on']}"
+    return out + (f"; {record['caveat']}" if record.get("caveat") else "")
+
+
 def _reference_link(profile: str, notebook: str, prefix: str, root: Path | None) -> str | None:
     file = reference_dir(root) / profile / notebook
     return f"[{profile}]({prefix}docs/reference/{profile}/{notebook})" if file.is_file() else None
@@ -172,7 +178,7 @@ def notebook_block(stage: str, records: dict[str, dict[str, Any]], root: Path | 
     lines = ["**Measured time of this notebook** (from `docs/results/<profile>/timings.json`):"]
     for profile in PROFILES:
         record = records.get(profile)
-        where = f" ({record['machine']}, run of {record['measured_on']})" if record else ""
+        where = f" ({_provenance(record)})" if record else ""
         lines.append(f"- `{profile}`: {_stage_cell(record, stage)}{where}")
     links = [
         link
@@ -201,7 +207,7 @@ def readme_block(records: dict[str, dict[str, Any]], root: Path | None = None) -
         record = records.get(profile)
         if record:
             done = len(record["stages"])
-            series = fmt_seconds(series_seconds(record)) + f" ({record['machine']}"
+            series = fmt_seconds(series_seconds(record)) + f" ({_provenance(record)}"
             series += ")" if done == len(STAGES) else f"; {done} of {len(STAGES)} stages)"
             peak = fmt_gb(record.get("series_peak_ram_gb"))
         else:
