@@ -13,7 +13,8 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check
 WHEEL_PYTHON ?= 3.12
 WHEEL_ARCH ?= x86_64
 
-.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks clean wheelhouse
+.PHONY: install install-dev chromium demo test test-fast lint doctor sync-notebooks figures \
+	reference clean wheelhouse
 
 install: $(VENV)/.stamp-runtime
 install-dev: $(VENV)/.stamp-dev
@@ -60,6 +61,7 @@ lint: install-dev
 	$(BIN)/ruff check src tests scripts notebooks
 	$(BIN)/ruff format --check src tests scripts notebooks
 	$(BIN)/python scripts/sync_notebooks.py --check
+	$(BIN)/python scripts/sync_figures.py --check
 
 doctor: install
 	$(BIN)/persrm doctor
@@ -71,6 +73,15 @@ sync-notebooks: install
 # there): install them there with `bash scripts/install_offline.sh wheelhouse/`.
 wheelhouse:
 	$(PYTHON) scripts/build_wheelhouse.py --python $(WHEEL_PYTHON) --arch $(WHEEL_ARCH) --out wheelhouse
+
+# Regenerate the measured figures (notebook headers, README, teacher's guide) from the records.
+figures: install
+	$(BIN)/python scripts/sync_figures.py
+
+# Worked outputs: record a finished run's times and publish its executed notebooks, e.g.
+#   make demo PROFILE=cpu && make reference RUN=cpu
+reference: install
+	$(BIN)/python scripts/sync_figures.py --record runs/$(RUN) --reference runs/$(RUN)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 
 from persrm_utils.errors import ConfigError
+from persrm_utils.experiments import experiments
 from persrm_utils.notebooks import series_notebooks, solutions_notebooks
 from persrm_utils.pairs import Pair
 from persrm_utils.records import Exemplar, read_jsonl
@@ -16,6 +17,8 @@ from persrm_utils.runs import RunFolder, sha256_of
 from persrm_utils.traces import Trace
 
 pytestmark = pytest.mark.slow
+#: Knob exercises per notebook, on top of the three tiers (warm-up, core, stretch).
+KNOB_EXERCISES = {"03_sft_qlora": 1, "04_grpo_unsloth": 3, "05_evaluation": 2}
 
 
 def _outputs(nb) -> str:
@@ -122,7 +125,8 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(smoke_run):
 
 
 def test_solutions_pass_on_the_smoke_run_and_leave_it_unchanged(smoke_run):
-    """Every solutions notebook, executed for real: each check prints OK, nothing is written."""
+    """Every solutions notebook, executed for real: each check prints OK, and nothing but the
+    knob experiments (under experiments/) is written."""
     runs_root, _ = smoke_run
     run_path = runs_root / "t"
     manifest = (run_path / "manifest.json").read_bytes()
@@ -136,10 +140,13 @@ def test_solutions_pass_on_the_smoke_run_and_leave_it_unchanged(smoke_run):
     for r in solved:
         assert r.output == run_path / "notebooks" / "solutions" / f"{r.stage}.ipynb"
         text = _outputs(nbformat.read(r.output, as_version=4))
-        assert text.count("OK: ") == 3 and "Not answered yet" not in text, r.stage
+        expected = 3 + KNOB_EXERCISES.get(r.stage.removesuffix("_solutions"), 0)
+        assert text.count("OK: ") == expected and "Not answered yet" not in text, r.stage
     for path in series_notebooks():  # the series ran with the exercises unanswered
         text = _outputs(nbformat.read(run_path / "notebooks" / path.name, as_version=4))
-        assert text.count("Not answered yet: ") == 3, path.name
+        assert text.count("Not answered yet: ") == 3 + KNOB_EXERCISES.get(path.stem, 0), path.name
+    knobs = {e["label"] for e in experiments(run_path).values()}
+    assert {"sft-lr-high", "sft-lr-low", "grpo-beta-0.1", "grpo-G2", "grpo-G4"} <= knobs
 
 
 def test_a_failing_cell_stops_the_series_and_shows_the_cell(runs_root, tmp_path):

@@ -1,4 +1,4 @@
-"""Baselines on the same pairs: what a reasoning reward model has to beat (DESIGN.md section 8).
+"""Baselines on the same pairs: what a reasoning reward model has to beat (docs/design.md §8).
 
 Each baseline answers every pair in **both** A/B orders and returns
 :class:`~persrm_utils.judging.Judgement` objects, so :mod:`persrm_utils.metrics` scores it

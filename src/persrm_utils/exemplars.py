@@ -1,9 +1,10 @@
 """Stage 01 as functions: pick the authors and texts a profile asks for, and split them.
 
 The notebook ``01_exemplars`` calls :func:`collect` and explains each step; the same call runs
-from the command line and in tests. Splits are by author (design §2): *test* authors are never
-seen in training (can the reward model generalise to a new user?), and a *seen_test* share of each
-training author's texts is held out for comparison (does it do better on people it has met?).
+from the command line and in tests. Splits are by author (docs/design.md §1): *test* authors are
+never seen in training (can the reward model generalise to a new user?), and a *seen_test* share
+of each training author's texts is held out for comparison (does it do better on people it has
+met?).
 """
 
 from __future__ import annotations

@@ -62,8 +62,19 @@ def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None,
         num_generations=profile.grpo_num_generations,  # group size G: lower first if OOM
         max_completion_length=profile.max_completion_length,  # then lower this
         temperature=1.0,  # sampling diversity inside a group is what creates a signal
-        beta=profile.grpo_beta,  # KL to the reference; 0 skips the reference model (saves memory)
+        # KL penalty to the reference. With PEFT the reference is the same base weights under a
+        # frozen copy of the starting adapter, so beta = 0 saves one forward pass per batch (and
+        # that adapter copy), not a second model. Every profile uses 0 (notebook 04, "the KL term").
+        beta=profile.grpo_beta,
+        # How per-token losses are averaged (notebook 04, section 1b): "dapo" sums over every
+        # token of the batch and divides by their number, so each token weighs the same whatever
+        # the length of its completion. The original "grpo" averages per completion first, which
+        # favours short right answers and long wrong ones (Dr. GRPO's length bias). TRL 1.14's
+        # default, set here explicitly because it decides how reasoning length is trained.
         loss_type="dapo",
+        # Advantages are (r - group mean) / (group std + 1e-4). Dr. GRPO argues for "none" (no
+        # division: near-uniform groups otherwise get full-size advantages); which is better here
+        # is not yet measured. TRL 1.14's default, set explicitly.
         scale_rewards="group",
         mask_truncated_completions=False,
         logging_steps=1,

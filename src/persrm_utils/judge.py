@@ -4,7 +4,7 @@ A reward model that reasons is only as good as the line that reads its verdict. 
 the GRPO correctness reward and the evaluation metrics each parsed "the answer" in their own way,
 a model could be rewarded in training for an output that evaluation scores as wrong (or the other
 way round). So everything that writes the judge's prompt or reads its output goes through this
-module (DESIGN.md §1):
+module (docs/design.md §1):
 
 * :data:`SYSTEM_PROMPT` and :func:`build_messages` lay out the exemplars, the prompt and the two
   responses, optionally with A and B swapped (:func:`label` says which letter is then the
@@ -29,7 +29,7 @@ module (DESIGN.md §1):
      reward).
   2. A ``<think>`` that is never closed, or reopened after the last ``</think>``, is
      ``unclosed_think`` (usually a completion cut at its token limit mid-reasoning).
-  3. Only the last ``<answer>`` after the reasoning counts (DESIGN.md: "only the last
+  3. Only the last ``<answer>`` after the reasoning counts (docs/design.md §1: "only the last
      ``<answer>[[X]]</answer>`` counts"). If that last tag is never closed the output is
      ``truncated``, even when an earlier complete tag exists: the model was still changing its
      answer. Several complete tags are allowed (the last wins) but flagged by

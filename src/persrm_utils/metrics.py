@@ -3,7 +3,7 @@
 Every judge in notebook 05 (the baselines, the base model, SFT, SFT + GRPO) is run on the same
 pairs in **both** A/B orders, and turned into one tidy table by :func:`predictions_frame` (one
 row per pair and order). :func:`accuracy_table` then summarises it per model, optionally broken
-down by negative type, number of exemplars ``k`` or seen/unseen authors (DESIGN.md section 8).
+down by negative type, number of exemplars ``k`` or seen/unseen authors (docs/design.md §8).
 
 Why these numbers and not plain accuracy:
 

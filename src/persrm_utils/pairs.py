@@ -2,7 +2,7 @@
 
 A pair is (exemplars of one author, an opening ``prompt``, the author's real ``chosen``
 continuation, a ``rejected`` one). The reward model must say which of the two the author wrote.
-How the negative is made decides how hard the pair is (design §1):
+How the negative is made decides how hard the pair is (docs/design.md §5):
 
 ============== ========================================================== =============
 type           how                                                        difficulty

@@ -1,9 +1,11 @@
 """Profiles: one switch that sizes every notebook and command for the machine at hand.
 
 A profile fixes the model, sequence lengths, batch sizes, LoRA rank, training steps, GRPO group
-size and data sizes, so that the same code runs in minutes on a CPU (``smoke``), learns something
-real on a laptop (``cpu``), and reproduces the paper's recipe on a free Colab T4 (``t4``) or a
-24 GB card (``24gb``). Any field can be overridden by name; an unknown name or a bad value is a
+size and data sizes, so that the same code runs in minutes on a CPU (``smoke``), trains a real
+small model on a laptop (``cpu``), and runs the paper's two-stage recipe (reasoning SFT with
+QLoRA, then GRPO) on a free Colab T4 (``t4``) or a 24 GB card (``24gb``). What each profile has
+been measured to do is in ``docs/results/<profile>/``; the GPU profiles are not yet measured.
+Any field can be overridden by name; an unknown name or a bad value is a
 :class:`~persrm_utils.errors.ConfigError` that suggests the closest valid field.
 """
 
@@ -277,8 +279,8 @@ _BASE: dict[str, dict[str, Any]] = {
         | {"description": _CPU_LONG_DESCRIPTION},
     ),
     "t4": dict(
-        description="The headline path: Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free "
-        "Colab T4 (15 GB). Use model_name='Qwen/Qwen2.5-0.5B-Instruct' for a faster run.",
+        description="Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free Colab T4 (15 GB); "
+        "not yet measured. Use model_name='Qwen/Qwen2.5-0.5B-Instruct' for a faster run.",
         model_source="hub",
         model_name="Qwen/Qwen2.5-1.5B-Instruct",
         load_in_4bit=True,
@@ -311,8 +313,8 @@ _BASE: dict[str, dict[str, Any]] = {
         policy_grpo_steps=30,
     ),
     "24gb": dict(
-        description="Closest to the paper: Qwen2.5-7B-Instruct in 4-bit through Unsloth on a "
-        "24 GB card (RTX 3090/4090, L4, A10).",
+        description="The largest profile: Qwen2.5-7B-Instruct in 4-bit through Unsloth on a "
+        "24 GB card (RTX 3090/4090, L4, A10); not yet measured.",
         model_source="hub",
         model_name="Qwen/Qwen2.5-7B-Instruct",
         load_in_4bit=True,

@@ -45,7 +45,7 @@ class Exemplar(BaseModel):
     """One piece of an author's writing: an opening sentence and what the author wrote after it.
 
     ``prompt`` is the opening sentence and ``output`` the author's real continuation; a reward
-    model learns the author's style from a few of these (see DESIGN.md section 1).
+    model learns the author's style from a few of these (see docs/design.md section 1).
     """
 
     model_config = ConfigDict(extra="forbid")

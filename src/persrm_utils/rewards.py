@@ -4,11 +4,13 @@ TRL calls each reward function with the batch's ``completions`` (for chat data, 
 message lists) and every column of the dataset as keyword arguments (here: ``label``, the letter
 of the real text), and expects one float per completion.
 
-* :func:`correctness_reward`: +1 when the final verdict names the real text, -1 otherwise, as in
-  RM-R1 and the PersRM-R1 code. "Otherwise" includes no verdict, both letters, a verdict only
+* :func:`correctness_reward`: +1 when the final verdict names the real text, -1 otherwise:
+  RM-R1's correctness reward, used as the template because PersRM-R1's public code has no RL
+  stage (docs/design.md §7). "Otherwise" includes no verdict, both letters, a verdict only
   inside ``<think>`` and a verdict with no reasoning at all: every way of not answering costs as
   much as answering wrong, so no shortcut pays.
-* :func:`format_reward`: a small, graded bonus (at most 0.2) for the layout itself. It matters
+* :func:`format_reward`: a small, graded bonus (at most 0.2) for the layout itself; this series'
+  addition. It matters
   mostly at the start, when no completion in a group is correct and correctness alone would give
   every completion the same reward, hence no learning signal (see :func:`group_signal`).
 """

@@ -1,8 +1,8 @@
 """The series as data: each stage, its notebook, what it needs and what it produces.
 
-This table is the contract between notebooks (design §4). The run folder uses it to refuse a stage
-whose inputs are missing ("run 02_synthetic_pairs first"), and the runner uses it to execute the
-notebooks in order.
+This table is the contract between notebooks (docs/design.md §4). The run folder uses it to
+refuse a stage whose inputs are missing ("run 02_synthetic_pairs first"), and the runner uses it
+to execute the notebooks in order.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 PersRM-R1 asks the model to reason about an author's tone, diction, sentence length and
 punctuation before it judges. These features make the same factors measurable, for three uses:
 plots that show a learner how authors differ (notebook 01), grounding offline reasoning traces in
-facts about the exemplars (DESIGN.md section 6), and a classic stylometric baseline. Every feature
+facts about the exemplars (docs/design.md §6), and a classic stylometric baseline. Every feature
 is a rate or an average, never a raw count, so a 60-word blog post and a 900-word news story are
 comparable.
 """

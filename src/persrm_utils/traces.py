@@ -1,7 +1,7 @@
 """Reasoning traces for SFT: where each ``<think>`` comes from, and why it can be trusted.
 
-SFT teaches the judge *how* to reason before GRPO teaches it to be right (DESIGN.md §6). A trace
-is one judge prompt plus one completion in the judge format (:mod:`persrm_utils.judge`). Two
+SFT teaches the judge *how* to reason before GRPO teaches it to be right (docs/design.md §6).
+A trace is one judge prompt plus one completion in the judge format (:mod:`persrm_utils.judge`). Two
 writers make them, and every trace records which one did (:attr:`Trace.source`):
 
 * **a teacher LLM** (``"teacher:<backend>:<model>"``), through any generation backend. The
