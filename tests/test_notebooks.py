@@ -54,7 +54,7 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(smoke_run):
     assert paths["environment.json"].sha256 == sha256_of(run.path / "environment.json")
     env = json.loads((run.path / "environment.json").read_text())
     assert env["model"]["backend"] == "transformers" and env["profile"]["name"] == "smoke"
-    assert env["recommended_profile"] in ("smoke", "cpu", "t4", "24gb")
+    assert env["recommended_profile"] in ("smoke", "cpu", "cpu-long", "t4", "24gb")
 
     executed = nbformat.read(run.path / "notebooks" / "00_setup.ipynb", as_version=4)
     text = _outputs(executed)
