@@ -4,6 +4,7 @@ edited by hand (or a record changed without regenerating) makes the check fail."
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -31,7 +32,11 @@ def copy_root(tmp_path: Path) -> Path:
 def test_a_figure_edited_by_hand_fails_the_check(copy_root: Path):
     guide = copy_root / "docs" / "teaching.md"
     text = guide.read_text()
-    edited = text.replace("**1 h 43 min**", "**1 h 10 min**")
+    start, end = text.index(figures.BEGIN), text.index(figures.END)
+    block = text[start:end]
+    figure = re.search(r"\d+(\.\d+)? (s|min)\b", block)
+    assert figure, "the teacher's guide has no measured figure to edit"
+    edited = text[:start] + block.replace(figure.group(0), "999 min", 1) + text[end:]
     assert edited != text
     guide.write_text(edited)
     assert figures.sync(copy_root, check=True) == [
