@@ -397,8 +397,18 @@ def build_sft_traces(
                     meta={**_pair_meta(pair), "factors": [c.key for c in ev.cited]},
                 )
             )
+    return traces, _trace_stats(pairs, traces, by_type, rejected)
+
+
+def _trace_stats(
+    pairs: Sequence[Pair],
+    traces: Sequence[Trace],
+    by_type: Mapping[str, Counter[str]],
+    rejected: Mapping[str, int],
+) -> dict[str, Any]:
+    """What every offline writer reports: counts, acceptance rate, rejections, per type."""
     attempted = sum(c["attempted"] for c in by_type.values())
-    stats = {
+    return {
         "pairs": len(pairs),
         "attempted": attempted,
         "written": len(traces),
@@ -408,7 +418,6 @@ def build_sft_traces(
             t: {"attempted": c["attempted"], "written": c["written"]} for t, c in by_type.items()
         },
     }
-    return traces, stats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -516,17 +525,7 @@ def reasoning_traces(
                     meta=_pair_meta(pair),
                 )
             )
-    stats = {
-        "pairs": len(pairs),
-        "attempted": len(traces),
-        "written": len(traces),
-        "rate": 1.0 if traces else 0.0,
-        "rejected": {},
-        "by_negative_type": {
-            t: {"attempted": c["attempted"], "written": c["written"]} for t, c in by_type.items()
-        },
-    }
-    return traces, stats
+    return traces, _trace_stats(pairs, traces, by_type, {})
 
 
 # ----------------------------------------------------------------------------------------------
