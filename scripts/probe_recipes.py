@@ -29,6 +29,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--types", nargs="+", default=["cross_author", "minor_replace"])
     ap.add_argument("--test-types", nargs="+", default=None, help="default: --types")
     ap.add_argument("--think", default="none", choices=["none", "short", "full"])
+    ap.add_argument(
+        "--no-prefill",
+        action="store_true",
+        help="verdict-only: train and judge the whole answer, tags included",
+    )
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--lora-r", type=int, default=16)
@@ -65,6 +70,7 @@ def main(argv: list[str]) -> int:
         max_train_pairs=args.max_train_pairs,
         max_test_pairs=args.max_test_pairs,
         gen_budget_s=args.gen_budget_s,
+        prefill=not args.no_prefill,
     )
     start = time.perf_counter()
     result = run_probe(recipe, args.out / (args.name or recipe.slug()))

@@ -56,11 +56,12 @@ def judge_with_adapters(
     from persrm_utils.sft import ADAPTER, load_with_adapter
 
     n = profile.max_completion_length
+    prefix = profile.answer_prefix
     out: dict[str, list[Judgement]] = {}
     base = load_model(profile)
     out[BASE] = judge_pairs(base.model, base.tokenizer, pairs, by_id, n,
                             f"{profile.model_name}:base", both_orders=True,
-                            batch_size=batch_size)  # fmt: skip
+                            batch_size=batch_size, prefix=prefix)  # fmt: skip
     for name, folder in ((SFT, "sft"), (GRPO, "grpo")):
         adapter = run_path / folder / ADAPTER
         if not adapter.exists():
@@ -68,12 +69,13 @@ def judge_with_adapters(
         tuned = load_with_adapter(profile, adapter)
         tag = f"{profile.model_name}:{folder}:{run_path.name}"
         out[name] = judge_pairs(tuned.model, tuned.tokenizer, pairs, by_id, n, tag,
-                                both_orders=True, batch_size=batch_size)  # fmt: skip
+                                both_orders=True, batch_size=batch_size,
+                                prefix=prefix)  # fmt: skip
         if name == GRPO and k_zero:  # the ablation is read on unseen authors only
             unseen = [p for p in pairs if p.split == "test"]
             out[f"{GRPO}, k=0"] = judge_pairs(tuned.model, tuned.tokenizer, unseen, by_id, n,
                                               tag, both_orders=True, batch_size=batch_size,
-                                              k=0)  # fmt: skip
+                                              k=0, prefix=prefix)  # fmt: skip
     return out
 
 

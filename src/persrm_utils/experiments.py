@@ -87,7 +87,7 @@ def grpo_experiment(
     from persrm_utils.grpo import grpo_rows, train_grpo
     from persrm_utils.pairs import Pair
     from persrm_utils.records import Exemplar, read_jsonl
-    from persrm_utils.rewards import REWARD_FUNCS
+    from persrm_utils.rewards import reward_funcs
 
     run_path = _run_path(run)
     base = _profile(run_path)
@@ -99,9 +99,9 @@ def grpo_experiment(
     start = time.perf_counter()
     train_grpo(
         profile,
-        grpo_rows(pairs, by_id),
+        grpo_rows(pairs, by_id, prefix=profile.answer_prefix),
         out,
-        REWARD_FUNCS,
+        reward_funcs(profile.reasoning),
         sft_adapter=run_path / "sft" / "adapter",
         resume=False,
         save_steps=steps,

@@ -63,6 +63,10 @@ class GenRequest:
     is a complete description of its output and can be cached. Two requests that differ only in
     ``meta`` are the same request: ``meta`` rides along to the result (a pair id, a negative type)
     but never changes the text. To draw several different samples of one chat, vary ``seed``.
+
+    ``prefix`` is text the assistant's turn starts with, written by the caller and continued by
+    the model (the verdict-only judge's fixed tags, :data:`persrm_utils.judge.VERDICT_PREFIX`).
+    The result's ``text`` is the continuation only. Local models support it; a chat API does not.
     """
 
     messages: list[dict[str, str]]
@@ -70,6 +74,7 @@ class GenRequest:
     temperature: float = 0.0
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    prefix: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.messages, list | tuple) or not self.messages:
@@ -97,6 +102,11 @@ class GenRequest:
             raise ConfigError(
                 f"max_new_tokens must be at least 1, got {self.max_new_tokens}",
                 "ask for at least one new token.",
+            )
+        if not isinstance(self.prefix, str):
+            raise ConfigError(
+                f"prefix must be a str, got {type(self.prefix).__name__}",
+                "pass the text the assistant's turn starts with, or leave it empty.",
             )
         if not self.temperature >= 0:  # also rejects NaN
             raise ConfigError(
@@ -132,6 +142,8 @@ class GenRequest:
             "temperature": self.temperature,
             "seed": self.seed,
         }
+        if self.prefix:  # only when set, so the keys of every earlier cache stay valid
+            payload["prefix"] = self.prefix
         blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -369,6 +381,7 @@ class TransformersBackend:
         tok, model = self.tokenizer, self.hf_model
         prompts = [
             tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+            + r.prefix
             for r in batch
         ]
         # The template already holds any BOS token: adding special tokens again would double it.
@@ -615,6 +628,13 @@ class OpenAIBackend:
         ``concurrency`` requests in flight all the time instead of waiting for the slowest of
         each batch.
         """
+        prefixed = [i for i, r in enumerate(requests) if r.prefix]
+        if prefixed:
+            raise ConfigError(
+                f"request {prefixed[0]} has a prefix, which a chat API cannot continue",
+                "judge with a local model (TransformersBackend), or use a profile whose judge "
+                "reasons first (reasoning 'short' or 'full'), whose answers have no prefix.",
+            )
         if not requests:
             return
         httpx = _import_http()[0]

@@ -36,16 +36,43 @@ CURVES = (
 )
 
 
-def grpo_rows(pairs: list[Pair], by_id: dict[str, Exemplar], both_orders: bool = True) -> list:
-    """Conversational prompts with their label (the letter of the real text)."""
+def grpo_rows(
+    pairs: list[Pair], by_id: dict[str, Exemplar], both_orders: bool = True, prefix: str = ""
+) -> list:
+    """Conversational prompts with their label (the letter of the real text).
+
+    ``prefix`` (``profile.answer_prefix``) is the start of the answer the harness writes; it
+    rides along as the ``answer_prefix`` column, which the sampler continues and the rewards
+    read (TRL passes every column to the reward functions).
+    """
     from persrm_utils.judge import build_messages, label
 
     swaps = (False, True) if both_orders else (False,)
+    extra = {"answer_prefix": prefix} if prefix else {}
     return [
         {"prompt": build_messages(p, by_id, swap=s), "label": label(p, s), "pair_id": p.pair_id}
+        | extra
         for p in pairs
         for s in swaps
     ]
+
+
+def prefilled_prompts(rows: list[dict], tokenizer: Any) -> list[dict]:
+    """Rows with an ``answer_prefix`` get a text prompt: the chat template plus that prefix.
+
+    TRL's GRPO applies the chat template with a fresh generation prompt to conversational
+    prompts, so it cannot continue a started answer; a text prompt it tokenizes as it is.
+    """
+    out = []
+    for row in rows:
+        prefix = row.get("answer_prefix", "")
+        if prefix and not isinstance(row["prompt"], str):
+            text = tokenizer.apply_chat_template(
+                row["prompt"], tokenize=False, add_generation_prompt=True
+            )
+            row = row | {"prompt": text + prefix}
+        out.append(row)
+    return out
 
 
 def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
@@ -150,7 +177,7 @@ def train_grpo(
         model=loaded.model,
         reward_funcs=list(reward_funcs),
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=Dataset.from_list(prefilled_prompts(rows, loaded.tokenizer)),
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
@@ -185,7 +212,13 @@ def sample_groups(
         loaded.model, loaded.tokenizer, batch_size=group_size, model_name=f"preflight-{seed}"
     )
     requests = [
-        GenRequest(row["prompt"], max_new_tokens, temperature=1.0, seed=seed * 1000 + j)
+        GenRequest(
+            row["prompt"],
+            max_new_tokens,
+            temperature=1.0,
+            seed=seed * 1000 + j,
+            prefix=row.get("answer_prefix", ""),
+        )
         for row in rows
         for j in range(group_size)
     ]
@@ -249,7 +282,8 @@ def preflight(
     picked = picked[:n_prompts]
     texts = sample_groups(loaded, picked, group_size, max_new_tokens, seed=seed)
     labels = [row["label"] for row in picked for _ in range(group_size)]
-    parts = [fn(texts, label=labels) for fn in reward_funcs]
+    prefixes = [row.get("answer_prefix", "") for row in picked for _ in range(group_size)]
+    parts = [fn(texts, label=labels, answer_prefix=prefixes) for fn in reward_funcs]
     totals = [sum(vals) for vals in zip(*parts, strict=True)]
     groups = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
     kept = [row for row, g in zip(picked, groups, strict=True) if statistics.pstdev(g) > 0]

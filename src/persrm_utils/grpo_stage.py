@@ -38,7 +38,8 @@ def run_grpo_stage(
     rewards = reward_funcs(profile.reasoning)
     policy = load_policy(profile, run.path / "sft" / ADAPTER)
     checked = preflight(
-        policy, grpo_rows(train, by_id), profile.grpo_num_generations,
+        policy, grpo_rows(train, by_id, prefix=profile.answer_prefix),
+        profile.grpo_num_generations,
         profile.max_completion_length, rewards, profile.grpo_preflight_prompts, profile.seed,
     )  # fmt: skip
     result = train_grpo(profile, checked.kept, out_dir, rewards, loaded=policy)

@@ -78,6 +78,22 @@ NO_EXEMPLARS = (
 )
 QUESTION = "Which response would this user prefer?"
 
+#: What the harness writes at the start of a verdict-only answer (profile ``reasoning="none"``).
+#: ``VERDICT_PREFIX + "A]]</answer>"`` is exactly ``format_answer("", "A")``. Why the harness
+#: and not the model writes it: trained on all 18 tokens of the answer, a 135M judge spends its
+#: first steps learning the constant tags, and Adam's running estimate of the squared gradient
+#: (``beta2=0.999``, a memory of hundreds of steps) stays large from those steps, so every later
+#: update of the one token that carries the decision, the letter, is many times smaller than the
+#: learning rate suggests. With the prefix given, the letter is the first token the judge writes.
+VERDICT_PREFIX = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n{ANSWER_OPEN}[["
+
+
+def answer_prefix(reasoning: str, prefill: bool = True) -> str:
+    """The text every answer starts with, written by the harness: :data:`VERDICT_PREFIX` for the
+    verdict-only budget (unless ``prefill`` is False), nothing when the judge reasons first."""
+    return VERDICT_PREFIX if reasoning == "none" and prefill else ""
+
+
 #: Why a completion has no verdict ("ok" when it has one).
 Reason = Literal[
     "ok",

@@ -45,11 +45,14 @@ def judge_pairs(
     both_orders: bool = False,
     batch_size: int = 8,
     k: int | None = None,
+    prefix: str = "",
 ) -> list[Judgement]:
     """The judge's verdict on every pair (in both A/B orders when ``both_orders``).
 
     ``k`` overrides how many of each pair's exemplars are shown (0: none, the ablation that
-    measures how much the exemplars help at all).
+    measures how much the exemplars help at all). ``prefix`` is the start of the answer the
+    harness writes (``profile.answer_prefix``: the verdict-only judge's fixed tags); the
+    recorded completion and the parsed verdict include it.
     """
     from persrm_utils.generation import GenRequest, TransformersBackend
     from persrm_utils.judge import build_messages, label, parse_verdict
@@ -59,14 +62,18 @@ def judge_pairs(
     todo = [(p, s) for p in pairs for s in swaps]
     requests = [
         GenRequest(
-            build_messages(p, by_id, k=k, swap=s), max_new_tokens, meta={"pair_id": p.pair_id}
+            build_messages(p, by_id, k=k, swap=s),
+            max_new_tokens,
+            meta={"pair_id": p.pair_id},
+            prefix=prefix,
         )
         for p, s in todo
     ]
     results = backend.generate(requests)
     out = []
     for (pair, swap), res in zip(todo, results, strict=True):
-        verdict = parse_verdict(res.text)
+        text = prefix + res.text
+        verdict = parse_verdict(text)
         out.append(
             Judgement(
                 pair_id=pair.pair_id,
@@ -75,7 +82,7 @@ def judge_pairs(
                 label=label(pair, swap),
                 letter=verdict.letter,
                 reason=verdict.reason,
-                completion=res.text,
+                completion=text,
             )
         )
     return out

@@ -60,7 +60,7 @@ def score(
     start = time.perf_counter()
     judged = judge_pairs(loaded.model, loaded.tokenizer, pairs, by_id,
                          profile.max_completion_length, tag, both_orders=True,
-                         batch_size=batch)  # fmt: skip
+                         batch_size=batch, prefix=profile.answer_prefix)  # fmt: skip
     row = accuracy_table(predictions_frame(judged, pairs, tag), seed=profile.seed).iloc[0]
     out = {k: _clean(row[k]) for k in ROW_KEYS}
     return out | {"seconds": round(time.perf_counter() - start, 1)}
@@ -142,7 +142,8 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     policy = load_policy(profile, sft_adapter)
     rewards = reward_funcs(profile.reasoning)
     try:  # the series' pre-flight: train only on prompts whose group has reward variance
-        checked = preflight(policy, grpo_rows(train, by_id), profile.grpo_num_generations,
+        rows = grpo_rows(train, by_id, prefix=profile.answer_prefix)
+        checked = preflight(policy, rows, profile.grpo_num_generations,
                             profile.max_completion_length, rewards,
                             profile.grpo_preflight_prompts, profile.seed)  # fmt: skip
         kept = checked.kept
@@ -154,7 +155,7 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
             return
         # the tiny random model of a dry run rarely varies: train anyway, for the mechanics
         rec.note(f"dry run: GRPO trained without reward variance ({err})")
-        kept = grpo_rows(train, by_id)
+        kept = rows
     grpo = train_grpo(profile, kept, run / "grpo", rewards,
                       loaded=policy, resume=False, callbacks=[clock.callback()],
                       save_strategy="no")  # fmt: skip

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from persrm_utils.pairs import LLM_TYPES, NegativeType, Pair
+from persrm_utils.pairs import LLM_TYPES, Pair
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,15 @@ class ProbeRecipe:
     max_train_pairs: int | None = None
     max_test_pairs: int | None = 100
     gen_budget_s: float = 600.0
+    prefill: bool = True  # verdict-only: the harness writes "<think></think><answer>[["
     seed: int = 0
 
     def slug(self) -> str:
         types = "+".join(t.split("_")[0] for t in self.types)
-        return f"{types}-{self.think}-lr{self.learning_rate:g}-e{self.epochs:g}-r{self.lora_r}"
+        fill = "" if self.prefill or self.think != "none" else "-noprefill"
+        return (
+            f"{types}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}-r{self.lora_r}"
+        )
 
     def profile(self) -> Any:
         """The `cpu` profile with this recipe's fields."""
@@ -61,7 +65,10 @@ class ProbeRecipe:
             sft_learning_rate=self.learning_rate,
             sft_epochs=self.epochs,
             reasoning=self.think,
-            max_completion_length={"none": 16, "short": 96, "full": 224}[self.think],
+            answer_prefill=self.prefill,
+            max_completion_length={"none": 8 if self.prefill else 24, "short": 96, "full": 224}[
+                self.think
+            ],
             sft_batch_size=self.batch_size // 2,
             sft_grad_accum=2,
             seen_author_frac=0.1,
@@ -149,13 +156,19 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
     profile = recipe.profile()
     exemplars = collect(profile)
     by_id = {e.text_id: e for e in exemplars}
-    all_types: list[NegativeType] = list(dict.fromkeys([*recipe.types, *recipe.test_types]))  # type: ignore[list-item]
-    planned = plan_pairs(exemplars, profile.max_exemplars, profile.seed, types=all_types)
+    # Every training text becomes a pair of a training type (as in the series' curriculum);
+    # the test split deals the test types round-robin.
+    planned = plan_pairs(
+        exemplars,
+        profile.max_exemplars,
+        profile.seed,
+        types=list(recipe.test_types),  # type: ignore[arg-type]
+        train_types=list(recipe.types),  # type: ignore[arg-type]
+    )
     planned = [
         p
         for p in planned
-        if (p.split == "train" and p.negative_type in recipe.types)
-        or (p.split == "test" and p.negative_type in recipe.test_types)
+        if p.split == "train" or (p.split == "test" and p.negative_type in recipe.test_types)
     ]
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -176,7 +189,8 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
     new_tokens = profile.max_completion_length
     t0 = time.perf_counter()
     judged = judge_pairs(tuned.model, tuned.tokenizer, test, by_id, new_tokens, "probe",
-                         both_orders=True, batch_size=8)  # fmt: skip
+                         both_orders=True, batch_size=8,
+                         prefix=profile.answer_prefix)  # fmt: skip
     timings["judge_s"] = round(time.perf_counter() - t0, 1)
     frame = pd.concat(
         [

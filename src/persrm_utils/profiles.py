@@ -58,6 +58,12 @@ class Profile(BaseModel):
         "measured factors, ~180 tokens); each completion token costs one sequential forward "
         "pass when judging and in GRPO",
     )
+    answer_prefill: bool = Field(
+        default=True,
+        description="with reasoning none: the harness writes the constant '<think></think>"
+        "<answer>[[' and the judge writes from the letter on, so training moves the letter, not "
+        "the tags (off: measured to stay at chance on cpu, RESULTS.md)",
+    )
 
     # --- LoRA ------------------------------------------------------------------------------
     lora_r: int = Field(gt=0, description="LoRA rank: trainable size; lower if out of memory")
@@ -172,6 +178,13 @@ class Profile(BaseModel):
     # --- what to expect (measured figures only) ----------------------------------------------
     expected_runtime: str = NOT_MEASURED
     expected_memory: str = NOT_MEASURED
+
+    @property
+    def answer_prefix(self) -> str:
+        """What the harness writes at the start of each judge answer (empty unless verdict-only)."""
+        from persrm_utils.judge import answer_prefix
+
+        return answer_prefix(self.reasoning, self.answer_prefill)
 
     def override(self, **overrides: Any) -> Profile:
         """A copy with some fields changed, validated like the original."""

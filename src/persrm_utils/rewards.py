@@ -35,8 +35,21 @@ def completion_text(completion: Any) -> str:
     return ""
 
 
+def _answers(completions: Sequence[Any], answer_prefix: Sequence[str] | None) -> list[str]:
+    """Each whole answer: the harness-written prefix (a dataset column, when the profile has one:
+    verdict-only judges continue ``<think></think><answer>[[``) followed by what was generated."""
+    texts = [completion_text(c) for c in completions]
+    if answer_prefix is None:
+        return texts
+    return [p + t for p, t in zip(answer_prefix, texts, strict=True)]
+
+
 def correctness_reward(
-    completions: Sequence[Any], label: Sequence[str], require_reasoning: bool = True, **kwargs: Any
+    completions: Sequence[Any],
+    label: Sequence[str],
+    require_reasoning: bool = True,
+    answer_prefix: Sequence[str] | None = None,
+    **kwargs: Any,
 ) -> list[float]:
     """+1 for a valid, reasoned verdict equal to ``label``; -1 for anything else.
 
@@ -44,8 +57,8 @@ def correctness_reward(
     where an empty ``<think>`` is the format itself and must not be punished.
     """
     out = []
-    for completion, gold in zip(completions, label, strict=True):
-        verdict = parse_verdict(completion_text(completion))
+    for text, gold in zip(_answers(completions, answer_prefix), label, strict=True):
+        verdict = parse_verdict(text)
         reasoned = verdict.think is not None and not verdict.think_empty
         ok = verdict.letter == gold and (reasoned or not require_reasoning)
         out.append(1.0 if ok else -1.0)
@@ -53,7 +66,10 @@ def correctness_reward(
 
 
 def format_reward(
-    completions: Sequence[Any], require_reasoning: bool = True, **kwargs: Any
+    completions: Sequence[Any],
+    require_reasoning: bool = True,
+    answer_prefix: Sequence[str] | None = None,
+    **kwargs: Any,
 ) -> list[float]:
     """Up to 0.2: 0.05 for opening the reasoning, 0.05 for closing it, 0.1 for the exact layout.
 
@@ -62,8 +78,7 @@ def format_reward(
     exact layout needs non-empty reasoning unless ``require_reasoning`` is False.
     """
     out = []
-    for completion in completions:
-        text = completion_text(completion)
+    for text in _answers(completions, answer_prefix):
         score = 0.0
         if THINK_OPEN in text:
             score += 0.05
@@ -89,10 +104,12 @@ def reward_funcs(reasoning: str = "full") -> tuple[Callable[..., list[float]], .
         return REWARD_FUNCS
 
     def correctness_reward(completions: Sequence[Any], label: Sequence[str], **kw: Any):
-        return _correctness(completions, label, require_reasoning=False)
+        return _correctness(
+            completions, label, require_reasoning=False, answer_prefix=kw.get("answer_prefix")
+        )
 
     def format_reward(completions: Sequence[Any], **kw: Any):
-        return _format(completions, require_reasoning=False)
+        return _format(completions, require_reasoning=False, answer_prefix=kw.get("answer_prefix"))
 
     return (correctness_reward, format_reward)
 

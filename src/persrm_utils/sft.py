@@ -94,6 +94,41 @@ def sft_config(
     return SFTConfig(**values)
 
 
+def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[str, list[int]]]:
+    """Tokenized rows whose loss covers only what the judge writes after ``prefix``.
+
+    With the verdict-only budget the harness writes the constant start of every answer
+    (:data:`persrm_utils.judge.VERDICT_PREFIX`) at inference, so training must not spend its
+    gradient on it either: the tags would dominate the first steps and, through Adam's memory of
+    those large gradients, shrink every later update of the letter. Each row becomes
+    ``input_ids`` (chat-templated prompt + prefix, then the rest of the answer up to the end of
+    turn) and ``labels`` (-100 up to the prefix's end). Prompt and answer are tokenized apart, in
+    exactly the way the judge's prompt is tokenized when it generates, so the token boundary at
+    the letter is the same in training and at inference.
+    """
+    from persrm_utils.errors import DataError
+
+    end = tokenizer.eos_token or ""
+    out = []
+    for i, row in enumerate(rows):
+        *context, answer = row["messages"]
+        text = str(answer.get("content", ""))
+        if answer.get("role") != "assistant" or not text.startswith(prefix):
+            raise DataError(
+                f"SFT row {i}: its last message is not an assistant answer starting with "
+                f"{prefix!r} ({text[:40]!r})",
+                "build rows with traces.to_sft_rows from traces written for this profile's "
+                "reasoning budget (reasoning_traces(..., profile.reasoning)).",
+            )
+        prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
+        prompt_ids = tokenizer(prompt + prefix, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(text[len(prefix) :] + end, add_special_tokens=False)["input_ids"]
+        out.append(
+            {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
+        )
+    return out
+
+
 @dataclass
 class SFTResult:
     adapter_dir: str
@@ -179,6 +214,8 @@ def train_sft(
 
     Resumes from the newest checkpoint in ``output_dir`` when ``resume``. Saves the adapter and
     tokenizer to ``output_dir/adapter`` and the loss history to ``output_dir/train_log.json``.
+    When the profile's answers start with a harness-written prefix (verdict-only judges), the
+    loss covers only the rest of the answer (:func:`prefilled_rows`).
     """
     from datasets import Dataset
     from trl import SFTTrainer
@@ -187,13 +224,17 @@ def train_sft(
     loaded = loaded or load_model(profile)
     model = add_lora(loaded, profile)
     output_dir.mkdir(parents=True, exist_ok=True)
+    prefix = profile.answer_prefix
+    if prefix:
+        config_overrides = {"assistant_only_loss": False} | config_overrides
     config = sft_config(
         profile, output_dir, hw.cuda, hw.compute_capability, n_rows=len(rows), **config_overrides
     )
+    data = prefilled_rows(rows, loaded.tokenizer, prefix) if prefix else rows
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(rows),
+        train_dataset=Dataset.from_list(data),
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
