@@ -1,5 +1,5 @@
-"""The verdict-only judge's prefix: the harness writes ``<think></think><answer>[[`` and the model
-writes from the letter on, the same way in SFT, GRPO and evaluation.
+"""The verdict-only judge writes one token: the harness writes ``<think></think><answer>[[``
+before it and ``]]</answer>`` after it, the same way in SFT, GRPO and evaluation.
 
 The failure these tests prevent: trained on the whole 18-token answer, SmolLM2's loss fell to the
 level of the tags within ten steps and then sat at ln 2 over 19 tokens for the rest of the run;
@@ -22,12 +22,17 @@ PREFIX = judge.VERDICT_PREFIX
 MESSAGES = [{"role": "system", "content": "You judge."}, {"role": "user", "content": "A or B?"}]
 
 
-def test_prefix_and_the_letter_make_exactly_the_judge_format():
-    """If prefix + continuation were not the canonical answer, the parser (and the rewards) would
-    read a prefilled verdict differently from a written one."""
-    assert judge.format_answer("", "A") == PREFIX + "A]]</answer>"
-    verdict = judge.parse_verdict(PREFIX + "B]]</answer>")
+def test_prefix_letter_and_closing_make_exactly_the_judge_format():
+    """If harness text + letter were not the canonical answer, the parser (and the rewards) would
+    read a prefilled verdict differently from a written one; and anything but a bare capital
+    letter must still be refused."""
+    assert judge.full_answer(PREFIX, "A") == judge.format_answer("", "A")
+    assert judge.full_answer(PREFIX, "A]]</answer>") == judge.format_answer("", "A")
+    verdict = judge.parse_verdict(judge.full_answer(PREFIX, "B"))
     assert verdict.letter == "B" and verdict.exact and verdict.think_empty
+    for wrong in ("a", " The", ""):
+        assert judge.parse_verdict(judge.full_answer(PREFIX, wrong)).reason == "no_letter"
+    assert judge.full_answer("", "<answer>[[A]]") == "<answer>[[A]]"  # no prefix: no closing
     assert judge.answer_prefix("none") == PREFIX
     assert judge.answer_prefix("none", prefill=False) == ""
     assert judge.answer_prefix("short") == judge.answer_prefix("full") == ""
@@ -55,9 +60,9 @@ def test_a_chat_api_refuses_a_prefix_instead_of_ignoring_it():
 
 
 def test_rewards_read_the_prefix_column_that_trl_passes():
-    """TRL hands every dataset column to the reward functions: a prefilled completion "A]]..."
-    is right only when read after its ``answer_prefix``."""
-    completions = ["A]]</answer>", "B]]</answer>"]
+    """TRL hands every dataset column to the reward functions: a one-token completion "A" is
+    right only when read inside the tags its ``answer_prefix`` stands for."""
+    completions = ["A", "B"]
     prefixes = [PREFIX, PREFIX]
     correctness, fmt = reward_funcs("none")
     assert correctness(completions, label=["A", "A"], answer_prefix=prefixes) == [1.0, -1.0]
@@ -80,15 +85,16 @@ def smoke_none(tmp_path_factory):
         mp.setenv("PERSRM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
         run = build_smoke_run("prefill")
         train, _, by_id = load_stage_inputs(run.path)
-        profile = get_profile("smoke", reasoning="none", max_completion_length=8)
+        profile = get_profile("smoke", reasoning="none", max_completion_length=1)
         loaded = load_model(profile)
     traces, _ = reasoning_traces(train, by_id, "none")
     return profile, loaded, train, by_id, to_sft_rows(traces)
 
 
-def test_prefilled_rows_train_only_the_letter_and_the_end_of_the_answer(smoke_none):
-    """The tags are context, not targets; and the prompt tokens must be exactly those the judge
-    is given at inference (chat template + prefix, tokenized as one text)."""
+def test_prefilled_rows_train_only_the_letter(smoke_none):
+    """The tags are context, not targets: the loss is on the one token that decides; and the
+    prompt tokens must be exactly those the judge is given at inference (chat template +
+    prefix, tokenized as one text)."""
     from persrm_utils.sft import prefilled_rows
 
     profile, loaded, _, _, rows = smoke_none
@@ -103,10 +109,9 @@ def test_prefilled_rows_train_only_the_letter_and_the_end_of_the_answer(smoke_no
             row["input_ids"][:n_prompt]
             == tok(prompt + PREFIX, add_special_tokens=False)["input_ids"]
         )
-        trained = tok.decode(row["labels"][n_prompt:])
         letter = judge.parse_verdict(src["messages"][-1]["content"]).letter
-        assert trained == f"{letter}]]</answer>{tok.eos_token}"
-        assert all(label != -100 for label in row["labels"][n_prompt:])
+        assert row["labels"][n_prompt:] == tok(letter, add_special_tokens=False)["input_ids"]
+        assert len(row["labels"]) == n_prompt + 1 == len(row["input_ids"])
     bad = [{"messages": [*rows[0]["messages"][:-1], {"role": "assistant", "content": "[[A]]"}]}]
     with pytest.raises(DataError, match="SFT row 0"):
         prefilled_rows(bad, tok, PREFIX)
@@ -130,7 +135,9 @@ def test_verdict_only_sft_judging_and_grpo_share_the_prefix(smoke_none, tmp_path
     tuned = load_with_adapter(profile, tmp_path / "sft" / "adapter")
     judged = judge_pairs(tuned.model, tuned.tokenizer, train[:2], by_id, 8, "t",
                          both_orders=True, prefix=profile.answer_prefix)  # fmt: skip
-    assert len(judged) == 4 and all(j.completion.startswith(PREFIX) for j in judged)
+    assert len(judged) == 4
+    assert all(j.completion.startswith(PREFIX) and j.completion.endswith("</answer>")
+               for j in judged)  # fmt: skip
 
     grpo = grpo_rows(train[:4], by_id, prefix=profile.answer_prefix)
     assert all(r["answer_prefix"] == PREFIX for r in grpo)
@@ -144,7 +151,7 @@ def test_verdict_only_sft_judging_and_grpo_share_the_prefix(smoke_none, tmp_path
         seen.append(list(answer_prefix or []))
         return [float(len(str(c))) for c in completions]
 
-    checked = preflight(tuned, grpo, 2, 8, (spy,), n_prompts=4, seed=0)
+    checked = preflight(tuned, grpo, 2, 1, (spy,), n_prompts=4, seed=0)
     assert seen[-1] == [PREFIX] * 8 and checked.checked == 4
     result = train_grpo(profile.override(grpo_max_steps=1, grpo_batch_size=4,
                                          grpo_num_generations=2), grpo, tmp_path / "grpo",

@@ -226,9 +226,16 @@ def score_tournament(
 
 
 def tournament_requests(
-    task: BonTask, drafts: Sequence[str], by_id: Mapping[str, Exemplar], max_new_tokens: int
+    task: BonTask,
+    drafts: Sequence[str],
+    by_id: Mapping[str, Exemplar],
+    max_new_tokens: int,
+    prefix: str = "",
 ) -> list[Any]:
-    """The judge's requests for one task, in :func:`comparison_plan` order (greedy)."""
+    """The judge's requests for one task, in :func:`comparison_plan` order (greedy).
+
+    ``prefix`` is the start of the judge's answer that the harness writes
+    (``profile.answer_prefix``; empty unless the judge is verdict-only)."""
     from persrm_utils.generation import GenRequest
     from persrm_utils.judge import compare_messages
 
@@ -238,6 +245,7 @@ def tournament_requests(
             compare_messages(task.prompt, drafts[i], drafts[j], shown),
             max_new_tokens,
             meta={"task_id": task.task_id, "a": i, "b": j},
+            prefix=prefix,
         )
         for i, j in comparison_plan(len(drafts))
     ]
@@ -249,19 +257,22 @@ def run_tournaments(
     drafts: Mapping[str, Sequence[str]],
     by_id: Mapping[str, Exemplar],
     max_new_tokens: int,
+    prefix: str = "",
 ) -> dict[str, Tournament]:
-    """All tasks' tournaments through one backend call (so a local model batches across tasks)."""
-    from persrm_utils.judge import parse_verdict
+    """All tasks' tournaments through one backend call (so a local model batches across tasks).
+
+    Each verdict is read from ``prefix`` + the judge's text (see :func:`tournament_requests`)."""
+    from persrm_utils.judge import full_answer, parse_verdict
 
     requests, spans = [], []
     for task in tasks:
-        reqs = tournament_requests(task, drafts[task.task_id], by_id, max_new_tokens)
+        reqs = tournament_requests(task, drafts[task.task_id], by_id, max_new_tokens, prefix)
         spans.append((task, len(requests), len(requests) + len(reqs)))
         requests += reqs
     results = backend.generate(requests) if requests else []
     out = {}
     for task, start, end in spans:
-        texts = [r.text for r in results[start:end]]
+        texts = [full_answer(prefix, r.text) for r in results[start:end]]
         letters = [parse_verdict(t).letter for t in texts]
         out[task.task_id] = score_tournament(
             task.task_id, len(drafts[task.task_id]), letters, texts
@@ -474,8 +485,10 @@ class PersRMReward:
         tasks: Sequence[BonTask],
         by_id: Mapping[str, Exemplar],
         max_new_tokens: int,
+        prefix: str = "",
     ) -> None:
         self.backend = backend
+        self.prefix = prefix
         self.tasks = {t.task_id: t for t in tasks}
         self.by_id = by_id
         self.max_new_tokens = max_new_tokens
@@ -501,7 +514,9 @@ class PersRMReward:
                 "sibling to compare with",
                 "use num_generations >= 2 (GRPO needs a group anyway).",
             )
-        tours = run_tournaments(self.backend, tasks, drafts, self.by_id, self.max_new_tokens)
+        tours = run_tournaments(
+            self.backend, tasks, drafts, self.by_id, self.max_new_tokens, self.prefix
+        )
         rewards = [0.0] * len(texts)
         for t, idxs in groups.items():
             for pos, idx in enumerate(idxs):

@@ -214,6 +214,7 @@ def export_run(
         "base_model": base_name,
         "max_new_tokens": profile.max_completion_length,
         "max_exemplars": profile.max_exemplars,
+        "answer_prefix": profile.answer_prefix,
         "system_prompt": SYSTEM_PROMPT,
     }
     (tmp / EXPORT_INFO).write_text(json.dumps(info, indent=2))

@@ -78,20 +78,36 @@ NO_EXEMPLARS = (
 )
 QUESTION = "Which response would this user prefer?"
 
-#: What the harness writes at the start of a verdict-only answer (profile ``reasoning="none"``).
-#: ``VERDICT_PREFIX + "A]]</answer>"`` is exactly ``format_answer("", "A")``. Why the harness
-#: and not the model writes it: trained on all 18 tokens of the answer, a 135M judge spends its
-#: first steps learning the constant tags, and Adam's running estimate of the squared gradient
-#: (``beta2=0.999``, a memory of hundreds of steps) stays large from those steps, so every later
-#: update of the one token that carries the decision, the letter, is many times smaller than the
-#: learning rate suggests. With the prefix given, the letter is the first token the judge writes.
+#: What the harness writes around a verdict-only answer (profile ``reasoning="none"``): the judge
+#: writes the letter, one token, and ``VERDICT_PREFIX + "A" + VERDICT_SUFFIX`` is exactly
+#: ``format_answer("", "A")``. Why the harness and not the model writes the tags: trained on all
+#: 18 tokens of the answer, a 135M judge spends its first steps learning constant tags, and
+#: Adam's running estimate of the squared gradient (``beta2=0.999``, a memory of hundreds of
+#: steps) stays large from those steps, so every later update of the one token that carries the
+#: decision is many times smaller than the learning rate suggests (our reading of the loss
+#: curves in RESULTS.md: the loss sat at a coin flip on the letter in every such run).
 VERDICT_PREFIX = f"{THINK_OPEN}\n\n{THINK_CLOSE}\n{ANSWER_OPEN}[["
+VERDICT_SUFFIX = f"]]{ANSWER_CLOSE}"
 
 
 def answer_prefix(reasoning: str, prefill: bool = True) -> str:
     """The text every answer starts with, written by the harness: :data:`VERDICT_PREFIX` for the
     verdict-only budget (unless ``prefill`` is False), nothing when the judge reasons first."""
     return VERDICT_PREFIX if reasoning == "none" and prefill else ""
+
+
+def full_answer(prefix: str, generated: str) -> str:
+    """The whole answer: what the harness wrote, what the judge generated, and the closing.
+
+    After :data:`VERDICT_PREFIX` the judge writes only the letter, and the harness closes the
+    tag with :data:`VERDICT_SUFFIX` (unless the judge wrote a closing tag itself). Whatever the
+    judge wrote instead of a bare ``A`` or ``B`` stays in the text, so the parser still refuses
+    it (``[[a]]`` or ``[[The]]`` is ``no_letter``).
+    """
+    text = prefix + generated
+    if prefix == VERDICT_PREFIX and ANSWER_CLOSE not in generated:
+        text += VERDICT_SUFFIX
+    return text
 
 
 #: Why a completion has no verdict ("ok" when it has one).

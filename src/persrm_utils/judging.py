@@ -55,7 +55,7 @@ def judge_pairs(
     recorded completion and the parsed verdict include it.
     """
     from persrm_utils.generation import GenRequest, TransformersBackend
-    from persrm_utils.judge import build_messages, label, parse_verdict
+    from persrm_utils.judge import build_messages, full_answer, label, parse_verdict
 
     backend = TransformersBackend(model, tokenizer, batch_size=batch_size, model_name=model_name)
     swaps = (False, True) if both_orders else (False,)
@@ -72,7 +72,7 @@ def judge_pairs(
     results = backend.generate(requests)
     out = []
     for (pair, swap), res in zip(todo, results, strict=True):
-        text = prefix + res.text
+        text = full_answer(prefix, res.text)
         verdict = parse_verdict(text)
         out.append(
             Judgement(

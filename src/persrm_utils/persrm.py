@@ -269,10 +269,12 @@ class PersRM:
         max_exemplars: int,
         batch_size: int = 8,
         info: dict[str, Any] | None = None,
+        prefix: str = "",
     ) -> None:
         from persrm_utils.generation import TransformersBackend
 
         self.model, self.tokenizer = model, tokenizer
+        self.prefix = prefix  # the start of each answer the harness writes (verdict-only judges)
         self.name = name
         self.max_new_tokens = max_new_tokens
         self.max_exemplars = max_exemplars
@@ -295,7 +297,7 @@ class PersRM:
         info = {"run": run_path.name, "adapter": which, "profile": profile.name}
         return cls(loaded.model, loaded.tokenizer, f"persrm:{run_path.name}:{which}",
                    profile.max_completion_length, profile.max_exemplars, batch_size,
-                   info)  # fmt: skip
+                   info, profile.answer_prefix)  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, batch_size: int = 8) -> PersRM:
@@ -315,7 +317,7 @@ class PersRM:
         model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
         return cls(model, tokenizer, f"persrm-export:{info.get('run')}:{info.get('adapter')}",
                    int(info["max_new_tokens"]), int(info["max_exemplars"]), batch_size,
-                   info)  # fmt: skip
+                   info, str(info.get("answer_prefix", "")))  # fmt: skip
 
     # -- judging -------------------------------------------------------------------------------
 
@@ -328,7 +330,7 @@ class PersRM:
     def compare_many(self, items: Sequence[dict]) -> list[Comparison]:
         """Judge many pairs in batches: each item is ``{"exemplars", "prompt", "a", "b"}``."""
         from persrm_utils.generation import GenRequest
-        from persrm_utils.judge import compare_messages
+        from persrm_utils.judge import compare_messages, full_answer
 
         requests, shown = [], []
         for i, item in enumerate(items):
@@ -340,10 +342,14 @@ class PersRM:
             shown.append(len(exemplars))
             for first, second in ((a, b), (b, a)):
                 messages = compare_messages(prompt, first, second, exemplars)
-                requests.append(GenRequest(messages, self.max_new_tokens))
+                requests.append(GenRequest(messages, self.max_new_tokens, prefix=self.prefix))
         results = self.backend.generate(requests)
         return [
-            _comparison(results[2 * i].text, results[2 * i + 1].text, shown[i])
+            _comparison(
+                full_answer(self.prefix, results[2 * i].text),
+                full_answer(self.prefix, results[2 * i + 1].text),
+                shown[i],
+            )
             for i in range(len(items))
         ]
 

@@ -66,7 +66,7 @@ class ProbeRecipe:
             sft_epochs=self.epochs,
             reasoning=self.think,
             answer_prefill=self.prefill,
-            max_completion_length={"none": 8 if self.prefill else 24, "short": 96, "full": 224}[
+            max_completion_length={"none": 1 if self.prefill else 24, "short": 96, "full": 224}[
                 self.think
             ],
             sft_batch_size=self.batch_size // 2,

@@ -53,7 +53,8 @@ class Profile(BaseModel):
     max_completion_length: int = Field(gt=0, description="tokens the judge may write")
     reasoning: Literal["none", "short", "full"] = Field(
         default="full",
-        description="how much the judge writes in <think>: none (verdict only, 18 SmolLM2 tokens), "
+        description="how much the judge writes in <think>: none (verdict only: the letter, "
+        "inside harness-written tags, see answer_prefill), "
         "short (visible cues, ~80 tokens), full (the stylometric trace citing "
         "measured factors, ~180 tokens); each completion token costs one sequential forward "
         "pass when judging and in GRPO",
@@ -61,8 +62,8 @@ class Profile(BaseModel):
     answer_prefill: bool = Field(
         default=True,
         description="with reasoning none: the harness writes the constant '<think></think>"
-        "<answer>[[' and the judge writes from the letter on, so training moves the letter, not "
-        "the tags (off: measured to stay at chance on cpu, RESULTS.md)",
+        "<answer>[[' and ']]</answer>' and the judge writes only the letter, so training moves "
+        "the letter, not the tags (off: stayed at chance in every cpu run, RESULTS.md)",
     )
 
     # --- LoRA ------------------------------------------------------------------------------
@@ -203,9 +204,10 @@ _CPU: dict[str, Any] = dict(
     model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
     load_in_4bit=False,
     max_seq_length=768,  # one exemplar and two 30-word texts fit in about 300 tokens
-    # "<think>\n\n</think>\n<answer>[[A]]</answer>" is 18 SmolLM2 tokens (the tags are
-    # not special tokens there): 16 cut every verdict off ("truncated"), measured
-    max_completion_length=24,
+    # the harness writes "<think>\n\n</think>\n<answer>[[" and "]]</answer>" (answer_prefill);
+    # the judge writes the letter, 1 token. Without the prefill the answer is 18 SmolLM2 tokens
+    # (16 cut every verdict off, "truncated", measured) and training stayed at chance
+    max_completion_length=1,
     reasoning="none",
     lora_r=16,
     lora_alpha=32,

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from persrm_utils.judge import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, parse_verdict
+from persrm_utils.judge import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, full_answer, parse_verdict
 
 FORMAT_MAX = 0.2
 
@@ -36,12 +36,13 @@ def completion_text(completion: Any) -> str:
 
 
 def _answers(completions: Sequence[Any], answer_prefix: Sequence[str] | None) -> list[str]:
-    """Each whole answer: the harness-written prefix (a dataset column, when the profile has one:
-    verdict-only judges continue ``<think></think><answer>[[``) followed by what was generated."""
+    """Each whole answer (:func:`~persrm_utils.judge.full_answer`): the harness-written prefix (a
+    dataset column, when the profile has one: verdict-only judges continue
+    ``<think></think><answer>[[``), what was generated, and the closing the harness adds."""
     texts = [completion_text(c) for c in completions]
     if answer_prefix is None:
         return texts
-    return [p + t for p, t in zip(answer_prefix, texts, strict=True)]
+    return [full_answer(p, t) for p, t in zip(answer_prefix, texts, strict=True)]
 
 
 def correctness_reward(

@@ -95,25 +95,29 @@ def sft_config(
 
 
 def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[str, list[int]]]:
-    """Tokenized rows whose loss covers only what the judge writes after ``prefix``.
+    """Tokenized rows whose loss covers only what the judge itself writes after ``prefix``.
 
-    With the verdict-only budget the harness writes the constant start of every answer
-    (:data:`persrm_utils.judge.VERDICT_PREFIX`) at inference, so training must not spend its
-    gradient on it either: the tags would dominate the first steps and, through Adam's memory of
-    those large gradients, shrink every later update of the letter. Each row becomes
-    ``input_ids`` (chat-templated prompt + prefix, then the rest of the answer up to the end of
-    turn) and ``labels`` (-100 up to the prefix's end). Prompt and answer are tokenized apart, in
-    exactly the way the judge's prompt is tokenized when it generates, so the token boundary at
-    the letter is the same in training and at inference.
+    With the verdict-only budget the harness writes the constant tags around the letter at
+    inference (:func:`persrm_utils.judge.full_answer`), so training spends no gradient on them
+    either: each row's loss is on the letter alone, the one token that carries the decision. (For
+    any other prefix, the loss covers the rest of the answer and the end of turn.) Each row
+    becomes ``input_ids`` and ``labels`` (-100 up to the prefix's end). Prompt and answer are
+    tokenized apart, exactly as the judge's prompt is tokenized when it generates, so the token
+    boundary at the letter is the same in training and at inference.
     """
     from persrm_utils.errors import DataError
+    from persrm_utils.judge import VERDICT_PREFIX, VERDICT_SUFFIX
 
-    end = tokenizer.eos_token or ""
+    verdict_only = prefix == VERDICT_PREFIX
+    end = "" if verdict_only else (tokenizer.eos_token or "")
     out = []
     for i, row in enumerate(rows):
         *context, answer = row["messages"]
         text = str(answer.get("content", ""))
-        if answer.get("role") != "assistant" or not text.startswith(prefix):
+        written = text[len(prefix) :]
+        if verdict_only and written.endswith(VERDICT_SUFFIX):
+            written = written[: -len(VERDICT_SUFFIX)]
+        if answer.get("role") != "assistant" or not text.startswith(prefix) or not written:
             raise DataError(
                 f"SFT row {i}: its last message is not an assistant answer starting with "
                 f"{prefix!r} ({text[:40]!r})",
@@ -122,7 +126,7 @@ def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[s
             )
         prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
         prompt_ids = tokenizer(prompt + prefix, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(text[len(prefix) :] + end, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(written + end, add_special_tokens=False)["input_ids"]
         out.append(
             {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
         )

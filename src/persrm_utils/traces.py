@@ -491,7 +491,9 @@ def reasoning_traces(
       measured numbers; pairs whose numbers disagree with the label get no trace);
     * ``"short"``: :func:`short_think` (visible cues, about 80 SmolLM2 tokens; every pair gets
       one);
-    * ``"none"``: an empty ``<think>`` and the verdict (18 SmolLM2 tokens; every pair gets one).
+    * ``"none"``: an empty ``<think>`` and the verdict (18 SmolLM2 tokens, of which the judge
+      writes only the letter when the profile prefills the tags: ``answer_prefill``; every
+      pair gets one).
 
     A short budget is what makes a CPU run affordable: each completion token is one sequential
     forward pass when judging and when sampling GRPO groups. What it costs is the inspectable
