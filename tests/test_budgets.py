@@ -232,3 +232,18 @@ def test_no_interval_is_printed_for_fewer_than_ten_pairs():
     row |= {"n_pairs": 108, "accuracy": 0.65, "ci_low": 0.6, "ci_high": 0.7}
     assert format_accuracy(row) == "0.650 [0.600, 0.700]"
     assert format_accuracy(row, with_n=True) == "0.650 [0.600, 0.700], n=108"
+
+
+def test_sft_curriculum_keeps_every_type_for_grpo(smoke_pairs):
+    """SFT on the blatant type only must not take the other types away from GRPO: the `cpu`
+    judge learns style_random in SFT and meets the rest in GRPO's pre-flight."""
+    from persrm_utils.sft_stage import sft_pairs
+
+    pairs, _ = smoke_pairs
+    kinds = {p.negative_type for p in pairs}
+    assert len(kinds) >= 3, "the smoke train split has several types"
+    assert sft_pairs(pairs, get_profile("smoke")) == pairs
+    only = sft_pairs(pairs, get_profile("smoke", sft_negative_types=("style_random",)))
+    assert only and {p.negative_type for p in only} == {"style_random"}
+    assert get_profile("cpu").sft_negative_types == ("style_random",)
+    assert get_profile("cpu").train_negative_types is None  # GRPO sees all four

@@ -94,7 +94,7 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     from persrm_utils.offline_data import offline_pairs
     from persrm_utils.rewards import reward_funcs
     from persrm_utils.sft import ADAPTER, load_with_adapter, sft_steps, train_sft
-    from persrm_utils.sft_stage import load_stage_inputs, make_traces
+    from persrm_utils.sft_stage import load_stage_inputs, make_traces, sft_pairs
     from persrm_utils.traces import to_sft_rows
 
     profile, c50 = _profile(opts, rec)
@@ -120,7 +120,7 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     rec.set("accuracy", accuracy)
     reserve = 1.25 * accuracy["base"]["seconds"] + 5  # one later evaluation, with a load
 
-    traces, _ = make_traces(train, by_id, profile.reasoning)
+    traces, _ = make_traces(sft_pairs(train, profile), by_id, profile.reasoning)
     clock = StepClock(Deadline.after(max(10.0, 0.35 * (deadline.left() - 2 * reserve))))
     sft = train_sft(profile, to_sft_rows(traces), run / "sft", loaded=base, resume=False,
                     callbacks=[clock.callback()], save_strategy="no")  # fmt: skip

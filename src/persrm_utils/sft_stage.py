@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.pairs import Pair
+from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, read_jsonl, write_jsonl
 
 STAGE = "03_sft_qlora"
@@ -35,6 +36,17 @@ def load_stage_inputs(run_path: Path) -> tuple[list[Pair], list[Pair], dict[str,
     val = read_jsonl(run_path / "pairs" / "val.jsonl", Pair)
     exemplars = read_jsonl(run_path / "exemplars.jsonl", Exemplar)
     return train, val, {e.text_id: e for e in exemplars}
+
+
+def sft_pairs(train: list[Pair], profile: Profile) -> list[Pair]:
+    """The training pairs SFT writes traces for: those of ``profile.sft_negative_types``.
+
+    A curriculum: a small judge first learns the blatant type it can learn in the budget (the
+    `cpu` profile: ``style_random``); GRPO then samples from every training pair and keeps the
+    ones the SFT judge is unsure about, which are mostly of the types SFT left out.
+    """
+    kinds = profile.sft_negative_types
+    return [p for p in train if kinds is None or p.negative_type in kinds]
 
 
 def make_traces(train: list[Pair], by_id: dict[str, Exemplar], reasoning: str = "full"):
@@ -92,7 +104,7 @@ def run_sft_stage(
         return {"skipped": True}
     profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
-    traces, stats = make_traces(train, by_id, profile.reasoning)
+    traces, stats = make_traces(sft_pairs(train, profile), by_id, profile.reasoning)
     out_dir = run.path / "sft"
     if main:
         write_jsonl(run.file("sft/traces.jsonl"), traces)
