@@ -81,7 +81,7 @@ def test_cpu_profile_reads_real_c50():
     profile = get_profile("cpu")
     out = collect(profile)
     wanted = profile.n_train_authors + profile.n_val_authors + profile.n_test_authors
-    assert len({e.author_id for e in out}) == wanted == 23
+    assert len({e.author_id for e in out}) == wanted == 50  # every C50 author: 36 + 2 + 12
     # whole sentences up to the word cap; a single longer first sentence is kept whole
     assert all(len(e.output.split()) <= profile.max_output_words or len(sentences(e.output)) == 1
                for e in out)  # fmt: skip
