@@ -327,14 +327,21 @@ def sync(root: Path | None = None, check: bool = False) -> list[str]:
 
 
 def _scrub(text: str, run_path: Path, root: Path) -> str:
-    """Replace this machine's paths by neutral ones (the run folder becomes ``runs/<name>``)."""
+    """Replace this machine's paths by neutral ones (the run folder becomes ``runs/<name>``).
+
+    The C50 folder is replaced too: the set-up check of notebook 00 prints where it found it.
+    """
     import os
 
+    from persrm_utils.paths import find_c50
+
+    c50 = find_c50()
     pairs = [
         (str(run_path.resolve()), f"runs/{run_path.name}"),
         (str(root.resolve()), "."),
         (sys.prefix, "<venv>"),
         (os.path.expanduser("~"), "~"),
+        *([(str(c50.resolve()), "<Reuters C50 folder>")] if c50 else []),
     ]
     for old, new in sorted(pairs, key=lambda p: -len(p[0])):
         if old and old not in ("/", "."):
