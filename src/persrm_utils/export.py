@@ -148,6 +148,17 @@ def model_card(run_path: Path, adapter: str, profile: Any, base: str) -> str:
         "print(r.verdict, r.agreement, r.reasoning)",
         "```",
         "",
+        *(
+            [
+                "This judge is verdict-only: it was trained to write one token, the letter, after "
+                f"the assistant turn has been started with `{profile.answer_prefix!r}` "
+                "(`answer_prefix` in `persrm.json`). `PersRM` does that for you; with "
+                "plain `generate`, append that text to the chat-templated prompt.",
+                "",
+            ]
+            if profile.answer_prefix
+            else []
+        ),
         "Without this package: load it with `AutoModelForCausalLM.from_pretrained` and "
         "`AutoTokenizer.from_pretrained`, build the chat with the system prompt in "
         f"`{EXPORT_INFO}` and the layout of `persrm_utils.judge.compare_messages`; decode "
