@@ -54,6 +54,14 @@ KEY_VERSION = 1
 # ----------------------------------------------------------------------------------------------
 
 
+def prompt_text(tokenizer: Any, messages: list[dict[str, str]], prefix: str = "") -> str:
+    """The text a local model continues: the chat template with a generation prompt, then
+    ``prefix`` (the start of the answer the caller writes). Generation, SFT on prefilled rows and
+    GRPO's text prompts all build it here, so the judge is trained on exactly what it is asked."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text + prefix
+
+
 @dataclass(frozen=True, eq=True)
 class GenRequest:
     """One chat to complete.
@@ -379,11 +387,7 @@ class TransformersBackend:
         import torch
 
         tok, model = self.tokenizer, self.hf_model
-        prompts = [
-            tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-            + r.prefix
-            for r in batch
-        ]
+        prompts = [prompt_text(tok, r.messages, r.prefix) for r in batch]
         # The template already holds any BOS token: adding special tokens again would double it.
         enc = tok(
             prompts,

@@ -63,14 +63,13 @@ def prefilled_prompts(rows: list[dict], tokenizer: Any) -> list[dict]:
     TRL's GRPO applies the chat template with a fresh generation prompt to conversational
     prompts, so it cannot continue a started answer; a text prompt it tokenizes as it is.
     """
+    from persrm_utils.generation import prompt_text
+
     out = []
     for row in rows:
         prefix = row.get("answer_prefix", "")
         if prefix and not isinstance(row["prompt"], str):
-            text = tokenizer.apply_chat_template(
-                row["prompt"], tokenize=False, add_generation_prompt=True
-            )
-            row = row | {"prompt": text + prefix}
+            row = row | {"prompt": prompt_text(tokenizer, row["prompt"], prefix)}
         out.append(row)
     return out
 

@@ -106,6 +106,7 @@ def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[s
     boundary at the letter is the same in training and at inference.
     """
     from persrm_utils.errors import DataError
+    from persrm_utils.generation import prompt_text
     from persrm_utils.judge import VERDICT_PREFIX, VERDICT_SUFFIX
 
     verdict_only = prefix == VERDICT_PREFIX
@@ -124,8 +125,8 @@ def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[s
                 "build rows with traces.to_sft_rows from traces written for this profile's "
                 "reasoning budget (reasoning_traces(..., profile.reasoning)).",
             )
-        prompt = tokenizer.apply_chat_template(context, tokenize=False, add_generation_prompt=True)
-        prompt_ids = tokenizer(prompt + prefix, add_special_tokens=False)["input_ids"]
+        prompt = prompt_text(tokenizer, context, prefix)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(written + end, add_special_tokens=False)["input_ids"]
         out.append(
             {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
