@@ -60,6 +60,7 @@ test-fast: install-dev
 lint: install-dev
 	$(BIN)/ruff check src tests scripts notebooks
 	$(BIN)/ruff format --check src tests scripts notebooks
+	$(BIN)/lint-imports
 	$(BIN)/python scripts/sync_notebooks.py --check
 	$(BIN)/python scripts/sync_figures.py --check
 

@@ -9,7 +9,7 @@ Each path runs in its own process, so peak memory is measured cleanly, with iden
 for each, and their ratio when both ran. ``qwen2.5-1.5b-random`` is a randomly initialised model
 with Qwen2.5-1.5B's exact architecture (and the tiny model's tokenizer as a stand-in): speed and
 memory do not depend on the weights' values, so it stands in for the real model on a machine that
-cannot download it. The measurement is :mod:`persrm_utils.mechanics`, which part 2 of
+cannot download it. The measurement is :mod:`persrm_utils.bench.mechanics`, which part 2 of
 ``scripts/gpu_check.py`` also runs (with SFT steps and the t4 profile's settings).
 """
 
@@ -22,15 +22,15 @@ from pathlib import Path
 
 
 def _model_dir(name: str) -> str:
-    from persrm_utils.mechanics import random_model_dir
+    from persrm_utils.bench.mechanics import random_model_dir
     from persrm_utils.paths import cache_dir
 
     if name == "tiny":
-        from persrm_utils.tiny import tiny_model_dir
+        from persrm_utils.models.tiny import tiny_model_dir
 
         return str(tiny_model_dir())
     if name == "smollm2":
-        from persrm_utils.smollm2 import smollm2_dir
+        from persrm_utils.models.smollm2 import smollm2_dir
 
         return str(smollm2_dir())
     if name == "qwen2.5-1.5b-random":
@@ -51,7 +51,7 @@ def main() -> None:
 
     import torch
 
-    from persrm_utils.mechanics import compare, run_backend
+    from persrm_utils.bench.mechanics import compare, run_backend
 
     overrides = dict(model_path=_model_dir(args.model), load_in_4bit=args.four_bit,
                      grpo_num_generations=args.generations, grpo_batch_size=args.generations * 2,

@@ -6,7 +6,7 @@
 Greedy decoding in both runs, so the verdicts must be identical; the script checks that and
 prints pairs per second for each and their ratio. Batching pays because a decoder spends most of
 each step moving weights, which one batch shares across all its rows. The measurement itself is
-:func:`persrm_utils.judging_bench.throughput`, which ``scripts/gpu_check.py`` also runs.
+:func:`persrm_utils.bench.judging_speed.throughput`, which ``scripts/gpu_check.py`` also runs.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    from persrm_utils.judging_bench import throughput
-    from persrm_utils.models import load_model
-    from persrm_utils.offline_data import offline_pairs
+    from persrm_utils.bench.judging_speed import throughput
+    from persrm_utils.data.offline import offline_pairs
+    from persrm_utils.models.loader import load_model
     from persrm_utils.profiles import get_profile
 
     profile = get_profile(args.profile)

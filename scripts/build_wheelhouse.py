@@ -20,7 +20,7 @@ def main() -> int:
         import persrm_utils  # noqa: F401
     except ImportError:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from persrm_utils.wheelhouse import ARCHES, build
+    from persrm_utils.setup.wheelhouse import ARCHES, build
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default="3.12", help="the GPU machine's Python (major.minor)")

@@ -39,7 +39,7 @@ def _import_package() -> None:
 
 
 def _caps(items: list[str], parser: argparse.ArgumentParser) -> dict[str, float]:
-    from persrm_utils.gpu_check import DEFAULT_CAPS
+    from persrm_utils.bench.check_options import DEFAULT_CAPS
 
     caps = dict(DEFAULT_CAPS)
     for item in items:
@@ -56,7 +56,8 @@ def _caps(items: list[str], parser: argparse.ArgumentParser) -> dict[str, float]
 
 def main(argv: list[str] | None = None) -> int:
     _import_package()
-    from persrm_utils.gpu_check import PARTS, CheckOptions, run_check
+    from persrm_utils.bench.check_options import PARTS, CheckOptions
+    from persrm_utils.bench.gpu_check import run_check
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_check", help="output folder (default gpu_check/)")

@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     args = ap.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from persrm_utils.probe import ProbeRecipe, run_probe
+    from persrm_utils.bench.probe import ProbeRecipe, run_probe
 
     recipe = ProbeRecipe(
         types=tuple(args.types),

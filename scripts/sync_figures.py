@@ -7,7 +7,7 @@ python scripts/sync_figures.py --record runs/smoke   # write docs/results/<profi
 python scripts/sync_figures.py --reference runs/smoke  # publish the executed notebooks
                                                        # to docs/reference/<profile>/
 
-See persrm_utils.figures for what each block holds.
+See persrm_utils.run.figures for what each block holds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from persrm_utils import figures
+from persrm_utils.run import figures
 
 
 def main(argv: list[str]) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from persrm_utils.notebooks import committed_notebooks, problems, sync
+from persrm_utils.setup.notebooks import committed_notebooks, problems, sync
 
 
 def main(argv: list[str]) -> int:

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 
 from persrm_utils.cli import main
-from persrm_utils.corpus import load_c50, load_own_texts, save_own_texts
+from persrm_utils.data.corpus import load_c50, load_own_texts, save_own_texts
+from persrm_utils.data.exemplars import assign_splits, corpus_record, load_corpus, read_exemplars
 from persrm_utils.errors import ConfigError, DataError, TrainingError
-from persrm_utils.exemplars import assign_splits, corpus_record, load_corpus, read_exemplars
-from persrm_utils.gencache import CachedGenerator
-from persrm_utils.generation import GenRequest, OfflineBackend
-from persrm_utils.judge import parse_verdict
+from persrm_utils.generation.cache import CachedGenerator
+from persrm_utils.generation.requests import GenRequest, OfflineBackend
+from persrm_utils.judge.format import parse_verdict
 from persrm_utils.profiles import get_profile, parse_overrides
 from persrm_utils.records import Exemplar, TextRecord, write_jsonl
-from persrm_utils.runs import RunFolder
-from persrm_utils.sft import ADAPTER, train_sft
+from persrm_utils.run.folders import RunFolder
+from persrm_utils.train.sft import ADAPTER, train_sft
 
 ARTICLE = "The market opened higher on Monday. Shares rose 2.5 percent by noon. Traders smiled."
 
@@ -303,7 +303,7 @@ def test_parse_verdict_of_no_text_says_what_to_pass(value):
 
 def test_failing_cli_stage_is_marked_failed(tmp_path, monkeypatch, runs_root, capsys):
     """`persrm sft` that diverges exits 2 with the message and leaves the stage 'failed'."""
-    from test_sft import build_smoke_run
+    from smoke_run import build_smoke_run
 
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     run = build_smoke_run("nan")

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import pytest
 
-from persrm_utils import judge
-from persrm_utils.corpus import load_seed
-from persrm_utils.diagnosis import diagnose, require_usable
+from persrm_utils.data.corpus import load_seed
+from persrm_utils.data.exemplars import assign_splits, select
+from persrm_utils.data.pairs import make_pairs, plan_pairs
 from persrm_utils.errors import DataError
-from persrm_utils.exemplars import assign_splits, select
-from persrm_utils.generation import OfflineBackend
-from persrm_utils.judging import Judgement
-from persrm_utils.metrics import MIN_PAIRS_FOR_CI, format_accuracy
-from persrm_utils.pairs import make_pairs, plan_pairs
+from persrm_utils.evaluate.metrics import MIN_PAIRS_FOR_CI, format_accuracy
+from persrm_utils.generation.requests import OfflineBackend
+from persrm_utils.judge import format as judge
+from persrm_utils.judge.diagnosis import diagnose, require_usable
+from persrm_utils.judge.judging import Judgement
 from persrm_utils.profiles import get_profile
-from persrm_utils.rewards import reward_funcs
-from persrm_utils.sft import sft_steps
-from persrm_utils.traces import reasoning_traces, short_think, visible_cues
+from persrm_utils.train.rewards import reward_funcs
+from persrm_utils.train.sft import sft_steps
+from persrm_utils.train.traces import reasoning_traces, short_think, visible_cues
 
 EMPTY_THINK = "<think>\n\n</think>\n<answer>[[A]]</answer>"
 
@@ -37,8 +37,8 @@ def smoke_data():
 
 @pytest.fixture(scope="module")
 def smoke_pairs(smoke_data, tmp_path_factory):
-    from persrm_utils.gencache import CachedGenerator
-    from persrm_utils.pairs import offline_backend
+    from persrm_utils.data.pairs import offline_backend
+    from persrm_utils.generation.cache import CachedGenerator
 
     _, exemplars, planned = smoke_data
     by_id = {e.text_id: e for e in exemplars}
@@ -145,7 +145,7 @@ def test_epochs_set_the_steps_from_the_data_size():
 def test_negatives_budget_hands_the_rest_to_the_offline_writers(smoke_data, tmp_path):
     """An LLM generator on a CPU takes seconds per negative: past its budget the offline writers
     finish the job, and every pair records who wrote its negative."""
-    from persrm_utils.gencache import CachedGenerator
+    from persrm_utils.generation.cache import CachedGenerator
 
     _, exemplars, planned = smoke_data
     fake_llm = OfflineBackend(fn=lambda req: "A fluent but generated continuation. " * 3,
@@ -170,7 +170,7 @@ def _constant(completions, **kw):
 
 
 def _length(completions, **kw):
-    from persrm_utils.rewards import completion_text
+    from persrm_utils.train.rewards import completion_text
 
     return [float(len(completion_text(c))) for c in completions]
 
@@ -178,8 +178,8 @@ def _length(completions, **kw):
 def test_preflight_keeps_prompts_with_variance_and_stops_when_there_is_none(smoke_pairs):
     """GRPO on groups whose rewards are all equal has zero loss and zero gradients: the first
     cpu run spent 50 minutes that way. The pre-flight must say so before training starts."""
-    from persrm_utils.grpo import grpo_rows, preflight
-    from persrm_utils.models import load_model
+    from persrm_utils.models.loader import load_model
+    from persrm_utils.train.grpo import grpo_rows, preflight
 
     pairs, by_id = smoke_pairs
     profile = get_profile("smoke")
@@ -237,7 +237,7 @@ def test_no_interval_is_printed_for_fewer_than_ten_pairs():
 def test_sft_curriculum_keeps_every_type_for_grpo(smoke_pairs):
     """SFT on the blatant type only must not take the other types away from GRPO: the `cpu`
     judge learns style_random in SFT and meets the rest in GRPO's pre-flight."""
-    from persrm_utils.sft_stage import sft_pairs
+    from persrm_utils.train.commands import sft_pairs
 
     pairs, _ = smoke_pairs
     kinds = {p.negative_type for p in pairs}

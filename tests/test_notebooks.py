@@ -7,14 +7,13 @@ import json
 import nbformat
 import pytest
 
+from persrm_utils.classroom.knobs import experiments
 from persrm_utils.errors import ConfigError
-from persrm_utils.experiments import experiments
-from persrm_utils.notebooks import series_notebooks, solutions_notebooks
-from persrm_utils.pairs import Pair
-from persrm_utils.records import Exemplar, read_jsonl
-from persrm_utils.runner import StageFailed, run_series, select_stages
-from persrm_utils.runs import RunFolder, sha256_of
-from persrm_utils.traces import Trace
+from persrm_utils.records import Exemplar, Pair, read_jsonl
+from persrm_utils.run.folders import RunFolder, sha256_of
+from persrm_utils.run.runner import StageFailed, run_series, select_stages
+from persrm_utils.setup.notebooks import series_notebooks, solutions_notebooks
+from persrm_utils.train.traces import Trace
 
 pytestmark = pytest.mark.slow
 #: Knob exercises per notebook, on top of the three tiers (warm-up, core, stretch).

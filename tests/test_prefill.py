@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import pytest
 
-from persrm_utils import judge
+from persrm_utils import tags
 from persrm_utils.errors import ConfigError, DataError
-from persrm_utils.generation import GenRequest, OpenAIBackend
+from persrm_utils.generation.openai_compat import OpenAIBackend
+from persrm_utils.generation.requests import GenRequest
+from persrm_utils.judge import format as judge
 from persrm_utils.profiles import get_profile
-from persrm_utils.rewards import correctness_reward, reward_funcs
+from persrm_utils.train.rewards import correctness_reward, reward_funcs
 
 PREFIX = judge.VERDICT_PREFIX
 MESSAGES = [{"role": "system", "content": "You judge."}, {"role": "user", "content": "A or B?"}]
@@ -33,9 +35,9 @@ def test_prefix_letter_and_closing_make_exactly_the_judge_format():
     for wrong in ("a", " The", ""):
         assert judge.parse_verdict(judge.full_answer(PREFIX, wrong)).reason == "no_letter"
     assert judge.full_answer("", "<answer>[[A]]") == "<answer>[[A]]"  # no prefix: no closing
-    assert judge.answer_prefix("none") == PREFIX
-    assert judge.answer_prefix("none", prefill=False) == ""
-    assert judge.answer_prefix("short") == judge.answer_prefix("full") == ""
+    assert tags.answer_prefix("none") == PREFIX
+    assert tags.answer_prefix("none", prefill=False) == ""
+    assert tags.answer_prefix("short") == tags.answer_prefix("full") == ""
     assert get_profile("cpu").answer_prefix == PREFIX
     assert get_profile("cpu", answer_prefill=False).answer_prefix == ""
     assert get_profile("smoke").answer_prefix == "" == get_profile("t4").answer_prefix
@@ -74,11 +76,11 @@ def test_rewards_read_the_prefix_column_that_trl_passes():
 @pytest.fixture(scope="module")
 def smoke_none(tmp_path_factory):
     """The smoke run's pairs and verdict-only traces, with the tiny model's tokenizer."""
-    from test_sft import build_smoke_run
+    from smoke_run import build_smoke_run
 
-    from persrm_utils.models import load_model
-    from persrm_utils.sft_stage import load_stage_inputs
-    from persrm_utils.traces import reasoning_traces, to_sft_rows
+    from persrm_utils.models.loader import load_model
+    from persrm_utils.train.commands import load_stage_inputs
+    from persrm_utils.train.traces import reasoning_traces, to_sft_rows
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PERSRM_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
@@ -95,7 +97,7 @@ def test_prefilled_rows_train_only_the_letter(smoke_none):
     """The tags are context, not targets: the loss is on the one token that decides; and the
     prompt tokens must be exactly those the judge is given at inference (chat template +
     prefix, tokenized as one text)."""
-    from persrm_utils.sft import prefilled_rows
+    from persrm_utils.train.sft import prefilled_rows
 
     profile, loaded, _, _, rows = smoke_none
     tok = loaded.tokenizer
@@ -121,10 +123,10 @@ def test_verdict_only_sft_judging_and_grpo_share_the_prefix(smoke_none, tmp_path
     """Real TRL trainers on the tiny model: SFT on the prefilled rows, the judge continuing the
     prefix, and GRPO on text prompts whose rewards see the prefix (a GRPO that dropped it would
     score every completion -1 and never vary)."""
-    from persrm_utils.grpo import grpo_rows, prefilled_prompts, preflight, train_grpo
-    from persrm_utils.judging import judge_pairs
-    from persrm_utils.models import load_model
-    from persrm_utils.sft import load_with_adapter, train_sft
+    from persrm_utils.judge.judging import judge_pairs
+    from persrm_utils.models.loader import load_model
+    from persrm_utils.train.grpo import grpo_rows, prefilled_prompts, preflight, train_grpo
+    from persrm_utils.train.sft import load_with_adapter, train_sft
 
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     profile, _, train, by_id, rows = smoke_none

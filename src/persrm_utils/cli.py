@@ -17,10 +17,21 @@ Errors the user can fix are printed as one paragraph, without a traceback, with 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from persrm_utils.errors import PersRMError
+from persrm_utils.errors import ConfigError, PersRMError
+from persrm_utils.paths import runs_dir
 from persrm_utils.profiles import PROFILE_NAMES, parse_overrides
+from persrm_utils.run.folders import MANIFEST, RunFolder
+from persrm_utils.train.commands import rank
+from persrm_utils.use.persrm import (
+    PersRM,
+    read_batch,
+    read_exemplars_file,
+    text_or_file,
+    write_batch,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,16 +91,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def _judge(args: argparse.Namespace) -> int:
     """``persrm judge``: one pair (--a/--b) or a JSONL batch (--batch/--out)."""
-    import json
-
-    from persrm_utils.errors import ConfigError
-    from persrm_utils.persrm import (
-        PersRM,
-        read_batch,
-        read_exemplars_file,
-        text_or_file,
-        write_batch,
-    )
 
     single = args.a is not None or args.b is not None
     if single == (args.batch is not None):
@@ -143,9 +144,6 @@ def _judge(args: argparse.Namespace) -> int:
 
 def _mark_failed(args: argparse.Namespace, stage: str, err: PersRMError) -> None:
     """Record a stage that was started and then raised as failed, so nothing reads it as done."""
-    from persrm_utils.paths import runs_dir
-    from persrm_utils.runs import MANIFEST, RunFolder
-    from persrm_utils.sft_stage import rank
 
     if rank() != 0:  # under torchrun, rank 0 alone writes the manifest
         return
@@ -161,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "doctor":
-            from persrm_utils.doctor import render, run_checks
+            from persrm_utils.setup.doctor import render, run_checks
 
             report = run_checks()
             print(render(report))
             return 0 if report.ok else 1
         if args.command == "run":
-            from persrm_utils.runner import run_series
+            from persrm_utils.run.runner import run_series
 
             run_series(
                 profile=args.profile,
@@ -184,15 +182,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "judge":
             return _judge(args)
         if args.command == "export":
-            from persrm_utils.export import export_run
+            from persrm_utils.use.export import export_run
 
             out = export_run(args.run_name, args.out, args.adapter, args.force)
             print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained, or "
                   f"PersRM.from_pretrained; model card: {out / 'README.md'}")  # fmt: skip
             return 0
         if args.command in ("sft", "grpo"):
-            from persrm_utils.grpo_stage import run_grpo_stage
-            from persrm_utils.sft_stage import run_sft_stage
+            from persrm_utils.train.commands import run_grpo_stage, run_sft_stage
 
             stage = run_sft_stage if args.command == "sft" else run_grpo_stage
             try:

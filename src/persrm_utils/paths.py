@@ -92,3 +92,23 @@ def find_c50() -> Path | None:
         if (path / "C50train").is_dir():
             return path
     return None
+
+
+C50_HINT = (
+    "copy Reuters C50 (a folder with C50train/ and C50test/, 25 MB) here and pass `--c50 DIR` "
+    "or set PERSRM_C50_DIR"
+)
+
+
+def find_c50_root(path: str | None) -> tuple[Path | None, str]:
+    """(the C50 folder, where) or (None, why not and the fix)."""
+
+    if path is not None:
+        root = Path(path).expanduser()
+        if (root / "C50train").is_dir():
+            return root, f"--c50 {root}"
+        return None, f"{root} has no C50train/ folder: {C50_HINT}"
+    root = find_c50()
+    if root is None:
+        return None, f"Reuters C50 not found: {C50_HINT}"
+    return root, "PERSRM_C50_DIR or the project's data folder"

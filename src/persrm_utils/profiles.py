@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from persrm_utils.errors import ConfigError
+from persrm_utils.tags import answer_prefix
 
 NOT_MEASURED = "not yet measured"
 
@@ -190,7 +191,6 @@ class Profile(BaseModel):
     @property
     def answer_prefix(self) -> str:
         """What the harness writes at the start of each judge answer (empty unless verdict-only)."""
-        from persrm_utils.judge import answer_prefix
 
         return answer_prefix(self.reasoning, self.answer_prefill)
 

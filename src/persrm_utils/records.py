@@ -64,7 +64,7 @@ class TextRecord(BaseModel):
     """One whole text by one author, before it is split into prompt and output.
 
     This is the schema of ``data/seed/authors.jsonl`` and of the file written by
-    :func:`persrm_utils.corpus.save_own_texts`, so a user's own writing and the seed data are
+    :func:`persrm_utils.data.corpus.save_own_texts`, so a user's own writing and the seed data are
     stored the same way.
     """
 
@@ -363,3 +363,60 @@ def append_jsonl(path: Path | str, record: BaseModel) -> None:
         fh.write(prefix + _to_line(record))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+# ----------------------------------------------------------------------------------------------
+# Preference pairs (written by notebook 02, read by every later stage)
+# ----------------------------------------------------------------------------------------------
+
+
+NegativeType = Literal["style_mimic", "style_random", "minor_replace", "cross_author"]
+
+
+NEGATIVE_TYPES: tuple[NegativeType, ...] = (
+    "style_mimic",
+    "style_random",
+    "minor_replace",
+    "cross_author",
+)
+
+
+LLM_TYPES: tuple[NegativeType, ...] = ("style_mimic", "style_random", "minor_replace")
+
+
+SplitName = Literal["train", "val", "test", "seen_test"]
+
+
+class Pair(BaseModel):
+    """One preference pair, as written to ``pairs/<split>.jsonl``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pair_id: str
+    split: SplitName
+    author_id: str
+    text_id: str  # the exemplar whose real continuation is ``chosen``
+    prompt: str
+    chosen: str
+    rejected: str
+    negative_type: NegativeType
+    exemplar_ids: list[str] = Field(min_length=0, max_length=3)
+    chosen_position: Literal["A", "B"]
+    negative_source: str  # "real:<text_id>" or "<backend>:<model>"
+    seen_author: bool
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("prompt", "chosen", "rejected")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty")
+        return value
+
+    @property
+    def response_a(self) -> str:
+        return self.chosen if self.chosen_position == "A" else self.rejected
+
+    @property
+    def response_b(self) -> str:
+        return self.rejected if self.chosen_position == "A" else self.chosen

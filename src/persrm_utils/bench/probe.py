@@ -1,0 +1,216 @@
+"""Recipe probes: train one small judge with one SFT recipe and measure it on unseen authors.
+
+A tutorial that says "this recipe learns" must be able to show the runs behind the sentence,
+including the ones that did not learn. A probe is the shortest path through the series that
+still answers the question honestly: the same corpus loader, pair maker, trace writer, trainer,
+judge and metrics as notebooks 01-05, with one recipe (negative types, reasoning length, learning
+rate, epochs, LoRA rank) and nothing else (no GRPO, no baselines but character n-grams).
+``scripts/probe_recipes.py`` is its command line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.data.exemplars import collect
+from persrm_utils.data.pairs import generation_requests, make_pairs, offline_backend, plan_pairs
+from persrm_utils.evaluate.baselines import stylometric_baseline
+from persrm_utils.evaluate.metrics import accuracy_table, predictions_frame
+from persrm_utils.generation.cache import CachedGenerator
+from persrm_utils.generation.local import TransformersBackend
+from persrm_utils.judge.judging import judge_pairs
+from persrm_utils.models.loader import load_model
+from persrm_utils.profiles import get_profile
+from persrm_utils.records import LLM_TYPES, Pair
+from persrm_utils.train.sft import load_with_adapter, train_sft
+from persrm_utils.train.traces import reasoning_traces, to_sft_rows
+
+
+@dataclass(frozen=True)
+class ProbeRecipe:
+    """One SFT recipe and the data it is measured on (every field is a knob worth probing)."""
+
+    types: tuple[str, ...] = ("cross_author", "minor_replace")
+    test_types: tuple[str, ...] = ("cross_author", "minor_replace")
+    think: str = "none"  # none | short | full
+    epochs: float = 2.0
+    learning_rate: float = 1e-3
+    lora_r: int = 16
+    batch_size: int = 8
+    n_train_authors: int = 30
+    n_test_authors: int = 12
+    texts_per_author: int = 10
+    max_output_words: int = 40
+    max_exemplars: int = 1
+    max_train_pairs: int | None = None
+    max_test_pairs: int | None = 100
+    gen_budget_s: float = 600.0
+    prefill: bool = True  # verdict-only: the harness writes "<think></think><answer>[["
+    seed: int = 0
+
+    def slug(self) -> str:
+        types = "+".join(t.split("_")[0] for t in self.types)
+        fill = "" if self.prefill or self.think != "none" else "-noprefill"
+        return (
+            f"{types}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}-r{self.lora_r}"
+        )
+
+    def profile(self) -> Any:
+        """The `cpu` profile with this recipe's fields."""
+
+        return get_profile(
+            "cpu",
+            n_train_authors=self.n_train_authors,
+            n_val_authors=0,
+            n_test_authors=self.n_test_authors,
+            texts_per_author=self.texts_per_author,
+            max_output_words=self.max_output_words,
+            max_exemplars=self.max_exemplars,
+            lora_r=self.lora_r,
+            lora_alpha=2 * self.lora_r,
+            sft_learning_rate=self.learning_rate,
+            sft_epochs=self.epochs,
+            reasoning=self.think,
+            answer_prefill=self.prefill,
+            max_completion_length={"none": 1 if self.prefill else 24, "short": 96, "full": 224}[
+                self.think
+            ],
+            sft_batch_size=self.batch_size // 2,
+            sft_grad_accum=2,
+            seen_author_frac=0.1,
+            seed=self.seed,
+        )
+
+
+def _generate_within_budget(
+    planned: list, by_id: dict, profile: Any, cache: Path, budget_s: float
+) -> tuple[list, Any, dict[str, Any]]:
+    """Generate LLM negatives (test split first) until ``budget_s``; drop the pairs left over."""
+
+    requests = generation_requests(planned, by_id, profile.max_output_words, "rules")
+    if not requests:
+        return planned, None, {"requested": 0, "generated": 0, "seconds": 0.0}
+    if budget_s <= 0:  # the offline writers: instant, deterministic
+        generator = CachedGenerator(offline_backend(planned, by_id), cache, flush_every=1000)
+        return planned, generator, {"requested": len(requests), "generated": "offline"}
+    split_of = {p.pair_id: p.split for p in planned}
+    requests.sort(key=lambda r: split_of[r.meta["pair_id"]] != "test")
+    loaded = load_model(profile)
+    backend = TransformersBackend(
+        loaded.model, loaded.tokenizer, batch_size=profile.generator_batch_size
+    )
+    generator = CachedGenerator(backend, cache)
+    start = time.perf_counter()
+    done: set[str] = set()
+    step = profile.generator_batch_size
+    for i in range(0, len(requests), step):
+        if time.perf_counter() - start > budget_s:
+            break
+        chunk = requests[i : i + step]
+        generator.generate(chunk, progress=False)
+        done.update(r.meta["pair_id"] for r in chunk)
+    kept = [p for p in planned if p.negative_type not in LLM_TYPES or p.pair_id in done]
+    stats = {
+        "requested": len(requests),
+        "generated": len(done),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return kept, generator, stats
+
+
+def _rows(pairs: Sequence[Pair], by_id: dict, think: str) -> tuple[list[dict], dict[str, Any]]:
+
+    traces, stats = reasoning_traces(pairs, by_id, think)  # type: ignore[arg-type]
+    return to_sft_rows(traces), stats
+
+
+def _counts(values: Any) -> dict[str, int]:
+
+    return dict(Counter(str(v) for v in values))
+
+
+def _table(frame: Any, by: Sequence[str] = ()) -> list[dict[str, Any]]:
+
+    table = accuracy_table(frame, by=list(by))
+    return [
+        {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}
+        for row in table.to_dict("records")
+    ]
+
+
+def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
+    """Pairs -> SFT with ``recipe`` -> judged unseen-author pairs, both orders; a result dict."""
+    import pandas as pd
+
+    out.mkdir(parents=True, exist_ok=True)
+    profile = recipe.profile()
+    exemplars = collect(profile)
+    by_id = {e.text_id: e for e in exemplars}
+    # Every training text becomes a pair of a training type (as in the series' curriculum);
+    # the test split deals the test types round-robin.
+    planned = plan_pairs(
+        exemplars,
+        profile.max_exemplars,
+        profile.seed,
+        types=list(recipe.test_types),  # type: ignore[arg-type]
+        train_types=list(recipe.types),  # type: ignore[arg-type]
+    )
+    planned = [
+        p
+        for p in planned
+        if p.split == "train" or (p.split == "test" and p.negative_type in recipe.test_types)
+    ]
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    planned, generator, gen_stats = _generate_within_budget(
+        planned, by_id, profile, out / "negatives.jsonl", recipe.gen_budget_s
+    )
+    made = make_pairs(planned, exemplars, generator, profile.max_output_words, "rules", False)
+    timings["pairs_s"] = round(time.perf_counter() - t0, 1)
+    train = made.pairs["train"][: recipe.max_train_pairs]
+    test = made.pairs["test"][: recipe.max_test_pairs]
+
+    rows, trace_stats = _rows(train, by_id, recipe.think)
+    t0 = time.perf_counter()
+    result = train_sft(profile, rows, out / "sft")
+    timings["sft_s"] = round(time.perf_counter() - t0, 1)
+
+    tuned = load_with_adapter(profile, Path(result.adapter_dir))
+    new_tokens = profile.max_completion_length
+    t0 = time.perf_counter()
+    judged = judge_pairs(tuned.model, tuned.tokenizer, test, by_id, new_tokens, "probe",
+                         both_orders=True, batch_size=8,
+                         prefix=profile.answer_prefix)  # fmt: skip
+    timings["judge_s"] = round(time.perf_counter() - t0, 1)
+    frame = pd.concat(
+        [
+            predictions_frame(judged, test, "SFT"),
+            predictions_frame(stylometric_baseline(test, by_id), test, "char n-grams"),
+        ]
+    )
+    return {
+        "recipe": asdict(recipe),
+        "n_train_pairs": len(train),
+        "n_train_rows": len(rows),
+        "n_test_pairs": len(test),
+        "train_types": _counts(p.negative_type for p in train),
+        "generation": gen_stats,
+        "traces": {k: v for k, v in trace_stats.items() if k != "by_negative_type"},
+        "sft": {
+            "steps": result.steps,
+            "loss_first": result.start_loss,
+            "loss_last": result.end_loss,
+            "loss_tail_mean": round(
+                sum(v for _, v in result.losses[-5:]) / max(1, len(result.losses[-5:])), 4
+            ),
+        },
+        "timings": timings,
+        "overall": _table(frame),
+        "by_type": _table(frame, ["negative_type"]),
+        "reasons": _counts(j.reason for j in judged),
+    }

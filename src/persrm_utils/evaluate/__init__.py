@@ -1,0 +1,32 @@
+"""Notebook 05: held-out evaluation, metrics with honest intervals, baselines, the results page.
+
+The names below are what the notebooks use; everything else is in the modules of this package.
+"""
+
+from persrm_utils.evaluate.baselines import (
+    bt_baseline,
+    bt_rows,
+    load_bt,
+    random_baseline,
+    stylometric_baseline,
+    train_bt,
+)
+from persrm_utils.evaluate.held_out import eval_pairs, judge_with_adapters, predictions_records
+from persrm_utils.evaluate.metrics import accuracy_table, format_accuracy, predictions_frame
+from persrm_utils.evaluate.results_page import write_results_page
+
+__all__ = [
+    "accuracy_table",
+    "bt_baseline",
+    "bt_rows",
+    "eval_pairs",
+    "format_accuracy",
+    "judge_with_adapters",
+    "load_bt",
+    "predictions_frame",
+    "predictions_records",
+    "random_baseline",
+    "stylometric_baseline",
+    "train_bt",
+    "write_results_page",
+]

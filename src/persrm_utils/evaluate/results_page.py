@@ -1,0 +1,222 @@
+"""The results page: every model and baseline of one run, as Markdown, from measured files only.
+
+Built from ``runs/<name>/eval/`` and the manifest, so the page can always be regenerated and
+never holds a number that the run did not produce. Models that were not evaluated in the run are
+listed as "not run" rather than left out.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from persrm_utils.evaluate.metrics import format_accuracy
+from persrm_utils.run.folders import RunFolder
+
+ALL_MODELS = (
+    "random",
+    "stylometric (char n-grams)",
+    "Bradley-Terry RM",
+    "base (zero-shot)",
+    "SFT",
+    "SFT + GRPO",
+)
+
+
+def _fmt(row: pd.Series) -> str:
+    return format_accuracy(row)
+
+
+def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
+    if columns is None:
+        out = pd.DataFrame(
+            {
+                "accuracy [95% CI]": df.apply(_fmt, axis=1),
+                "pairs": df["n_pairs"].astype(int),
+                "swap consistency": df["swap_consistency"].map("{:.3f}".format),
+                "parse failures": df["parse_failure_rate"].map("{:.3f}".format),
+                "says A": df["position_bias"].map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"),
+            }
+        )
+        out.index = df[index]
+        return out.to_markdown()
+    cells = df.assign(cell=df.apply(format_accuracy, axis=1, with_n=True))
+    pivot = cells.pivot(index=index, columns=columns, values="cell")
+    return pivot.to_markdown()
+
+
+def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = None) -> Path:
+    """Write the Markdown page for the run at ``run_path`` to ``dest``."""
+    run = RunFolder.open(run_path)
+    eval_dir = run.path / "eval"
+    overall = pd.read_csv(eval_dir / "overall.csv")
+    by_type = pd.read_csv(eval_dir / "by_negative_type.csv")
+    by_seen = pd.read_csv(eval_dir / "by_seen.csv")
+    info = json.loads((eval_dir / "info.json").read_text())
+    record = run.manifest.stages.get("05_evaluation")
+    versions = record.versions if record else {}
+    hardware = record.hardware if record else {}
+    missing = [m for m in ALL_MODELS if m not in set(overall["model"])]
+    figs = figures_rel or str(Path("figures"))
+    stage_rows = [
+        f"| {name} | {rec.status} | {rec.seconds if rec.seconds is not None else '–'} |"
+        for name, rec in run.manifest.stages.items()
+    ]
+    lines = [
+        f"# Results: run `{run.manifest.run}` (profile `{run.manifest.profile}`)",
+        "",
+        f"Generated {_dt.date.today().isoformat()} from `runs/{run.manifest.run}/eval/` by "
+        "`persrm_utils.evaluate.results_page.write_results_page`. Every number below was measured "
+        "in this run.",
+        "",
+        f"- **Data**: {info['data']}",
+        f"- **Evaluated pairs**: {info['pairs']} (each judged in both A/B orders)",
+        f"- **Hardware**: {hardware.get('cpu_count', '?')} CPU cores, "
+        f"{hardware.get('ram_gb', '?')} GB RAM, GPU: {hardware.get('gpu_name') or 'none'}",
+        "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        "",
+        "## All models and baselines (unseen test authors)",
+        "",
+        _table(overall, "model", None),
+        "",
+        "Not run in this run: " + (", ".join(missing) if missing else "none") + ".",
+        "",
+        "## By negative type (accuracy [95% CI], n pairs; no interval below 10 pairs)",
+        "",
+        _table(by_type, "model", "negative_type"),
+        "",
+        "## Seen vs unseen authors (accuracy [95% CI], n pairs; no interval below 10 pairs)",
+        "",
+        _table(by_seen, "model", "seen"),
+        "",
+        "## Figures",
+        "",
+        f"![accuracy by negative type]({figs}/05_by_type.png)",
+        f"![accuracy vs k]({figs}/05_by_k.png)",
+        f"![seen vs unseen]({figs}/05_seen.png)",
+        f"![position bias]({figs}/05_position_bias.png)",
+        "",
+        "## Stage times (seconds)",
+        "",
+        "| stage | status | seconds |",
+        "| --- | --- | --- |",
+        *stage_rows,
+        "",
+    ]
+    lines += _training_section(run.path, figs)
+    lines += _best_of_n_section(run.path, figs)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text("\n".join(lines))
+    return dest
+
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _training_section(run_path: Path, figs: str) -> list[str]:
+    """What SFT and GRPO did, and what each judge's verdicts say about it (files of 03-05)."""
+    lines = ["## Training and diagnosis", ""]
+    sft_log = _read_json(run_path / "sft" / "train_log.json")
+    sft_val = _read_json(run_path / "sft" / "eval_before_after.json")
+    if sft_log and sft_log.get("losses"):
+        losses = sft_log["losses"]
+        lines.append(
+            f"- **SFT**: {sft_log.get('steps')} steps on {sft_log.get('examples')} traces in "
+            f"{sft_log.get('seconds', 0):.0f} s, loss {losses[0][1]:.3f} -> {losses[-1][1]:.3f}."
+        )
+    if sft_val:
+        b, a = sft_val["before"], sft_val["after"]
+        lines.append(
+            f"- **Validation, before -> after SFT** ({a['n']} judgements): valid verdicts "
+            f"{b['valid_rate']:.2f} -> {a['valid_rate']:.2f}, accuracy {b['accuracy']:.3f} -> "
+            f"{a['accuracy']:.3f}."
+        )
+    pre = _read_json(run_path / "grpo" / "preflight.json")
+    if pre:
+        lines.append(
+            f"- **GRPO pre-flight**: {pre['kept']} of {pre['checked']} training prompts had reward "
+            f"variance in their group (share of uniform groups {pre['frac_reward_zero_std']:.2f}); "
+            "GRPO trained on those."
+        )
+    grpo_log = _read_json(run_path / "grpo" / "train_log.json")
+    if grpo_log and grpo_log.get("history"):
+        rewards = [h["reward"] for h in grpo_log["history"] if "reward" in h]
+        curve = ", ".join(f"{r:.2f}" for r in rewards)
+        lines.append(
+            f"- **GRPO**: {grpo_log.get('steps')} steps in {grpo_log.get('seconds', 0):.0f} s; "
+            f"training reward per step: {curve}."
+        )
+    val = _read_json(run_path / "grpo" / "val_reward.json")
+    if val:
+        lines.append(
+            f"- **Validation reward, before -> after GRPO** ({val['pairs']} pairs, both orders): "
+            f"{val['before (SFT)']:.3f} -> {val['after (SFT + GRPO)']:.3f}."
+        )
+    diagnosis = _read_json(run_path / "eval" / "diagnosis.json") or {}
+    for name, d in diagnosis.items():
+        first, _, numbers = d["message"].partition("\n")
+        lines.append(f"- **{name}** on unseen authors: {first.split(':')[0]}. {numbers}")
+    if (run_path / "figures" / "04_grpo_curves.png").is_file():
+        lines += ["", f"![GRPO curves]({figs}/04_grpo_curves.png)"]
+    return [*lines, ""] if len(lines) > 2 else []
+
+
+def _best_of_n_section(run_path: Path, figs: str) -> list[str]:
+    """Notebook 06's table, when the run has one; otherwise a line that says it was not run."""
+    summary = run_path / "bon" / "summary.csv"
+    if not summary.is_file():
+        return ["## Personalized generation (notebook 06)", "", "Not run in this run.", ""]
+    info = json.loads((run_path / "bon" / "info.json").read_text())
+    if info.get("refused"):
+        return [
+            "## Personalized generation (notebook 06)",
+            "",
+            f"Not reported: notebook 05 diagnosed the final judge as `{info['refused']}`, so "
+            "best-of-N picks and a policy trained on its verdicts would be artefacts of its "
+            "failure (notebook 06 ran its mechanics on one opening only).",
+            "",
+        ]
+    table = pd.read_csv(summary)
+
+    def cell(row: pd.Series, col: str, low: str, high: str) -> str:
+        if col not in row or pd.isna(row[col]):
+            return "–"
+        return f"{row[col]:.3f} [{row[low]:.3f}, {row[high]:.3f}]"
+
+    out = pd.DataFrame(
+        {
+            "openings": table["tasks"].astype(int),
+            "real text preferred by the BT RM (lower: better)": table.apply(
+                cell, axis=1, args=("real preferred", "rp_low", "rp_high")
+            ),
+            "style distance to the author (lower: closer)": table.apply(
+                cell, axis=1, args=("style distance", "sd_low", "sd_high")
+            ),
+        }
+    )
+    out.index = table["method"]
+    lines = [
+        "## Personalized generation (notebook 06): best-of-N",
+        "",
+        f"{info['tasks']} held-out openings, {info['drafts']} policy drafts each; the PersRM "
+        f"made {info['comparisons']} comparisons ({info['invalid']} without a valid verdict). "
+        "95% bootstrap intervals over openings.",
+        "",
+        out.to_markdown(),
+        "",
+        f"![best-of-N]({figs}/06_best_of_n.png)",
+        "",
+    ]
+    if info.get("policy_steps"):
+        lines += [
+            f"Policy GRPO with the PersRM as reward: {info['policy_steps']} steps in "
+            f"{info['policy_seconds']:.0f} s; on held-out openings the trained policy won "
+            f"{info['after_wins']:.0f} of {info['decided']:.0f} decided comparisons against "
+            "the untrained one.",
+            "",
+        ]
+    return lines

@@ -1,0 +1,129 @@
+"""What happened to this judge, in words: format not learned, collapsed to one letter, or learned.
+
+Three numbers tell most of the story of a pairwise judge evaluated in both A/B orders:
+
+* the **valid-verdict rate**: how often it ends with a readable ``<answer>[[X]]</answer>``;
+* **says A**: the share of valid verdicts that are "A". The real text is shown as A exactly half
+  of the time (both orders), so an unbiased judge sits near 0.5; 0.0 or 1.0 means it answers one
+  letter whatever the texts are;
+* **swap consistency**: the share of pairs where it picks the *same text* in both orders. A
+  judge that reads the texts is consistent; one that reads only the position never is.
+
+A judge that collapsed onto one letter scores exactly 0.5, which looks like "a bit worse than
+hoped" in a table and is in fact "did not read the texts at all". This module turns the numbers
+into that sentence and into what to change, so notebooks 03, 05 and 06 say it out loud.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from persrm_utils.errors import DataError
+from persrm_utils.judge.judging import Judgement
+
+State = Literal["no_data", "format_not_learned", "collapsed", "chance", "learned"]
+
+#: Below this valid-verdict rate the judge has not learned the output format.
+MIN_VALID = 0.5
+#: "says A" outside [COLLAPSE, 1 - COLLAPSE] is a collapse onto one letter.
+COLLAPSE = 0.1
+#: Fewer pairs than this and no interval is worth printing (a handful of pairs is anecdote).
+MIN_PAIRS_FOR_CI = 10
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """The three numbers, the state they put the judge in, and a message for the learner."""
+
+    state: State
+    n_pairs: int
+    valid_rate: float
+    says_a: float | None
+    swap_consistency: float | None
+    accuracy: float
+    message: str
+
+    @property
+    def usable(self) -> bool:
+        """Whether the judge's verdicts carry information about the texts (06 needs that)."""
+        return self.state == "learned"
+
+
+def _rates(judgements: Sequence[Judgement]) -> tuple[int, float, float | None, float | None, float]:
+    by_pair: dict[str, dict[bool, Judgement]] = {}
+    for j in judgements:
+        by_pair.setdefault(j.pair_id, {})[j.swap] = j
+    valid = [j for j in judgements if j.letter is not None]
+    n = len(judgements)
+    valid_rate = len(valid) / n if n else 0.0
+    says_a = sum(j.letter == "A" for j in valid) / len(valid) if valid else None
+    both = [orders for orders in by_pair.values() if len(orders) == 2]
+    consistent = [
+        o[False].letter is not None
+        and o[True].letter is not None
+        and o[False].letter != o[True].letter
+        for o in both
+    ]
+    swap = sum(consistent) / len(consistent) if consistent else None
+    accuracy = sum(j.correct for j in judgements) / n if n else 0.0
+    return len(by_pair), valid_rate, says_a, swap, accuracy
+
+
+def diagnose(judgements: Sequence[Judgement]) -> Diagnosis:
+    """Read a judge's verdicts (ideally every pair in both orders) and say what happened."""
+    n_pairs, valid_rate, says_a, swap, accuracy = _rates(judgements)
+    numbers = (
+        f"{n_pairs} pairs: valid verdicts {valid_rate:.0%}, says A "
+        f"{'n/a' if says_a is None else f'{says_a:.2f}'}, swap consistency "
+        f"{'n/a' if swap is None else f'{swap:.2f}'}, accuracy {accuracy:.3f}."
+    )
+    if not judgements:
+        return Diagnosis("no_data", 0, 0.0, None, None, 0.0, "No verdicts to read.")
+    if valid_rate < MIN_VALID:
+        state: State = "format_not_learned"
+        advice = (
+            "FORMAT NOT LEARNED: most outputs have no readable <answer>[[X]]</answer>. Train "
+            "longer or at a higher learning rate, check that max_completion_length leaves room "
+            "for the reasoning plus the answer tag, and read a few raw completions."
+        )
+    elif says_a is not None and not COLLAPSE <= says_a <= 1 - COLLAPSE:
+        letter = "A" if says_a > 0.5 else "B"
+        state = "collapsed"
+        advice = (
+            f"COLLAPSED onto [[{letter}]]: it answers {letter} whatever the texts, so its accuracy "
+            "is chance by construction and its verdicts carry no information. Make sure every "
+            "training pair is seen in both A/B orders, raise the learning rate (LoRA on a small "
+            "model needs about 1e-3), or start from easier negative types."
+        )
+    elif accuracy <= 0.55 or (swap is not None and swap < 0.2):
+        state = "chance"
+        advice = (
+            "AT CHANCE: it gives both letters but rarely picks the same text in both orders, so "
+            "it has not learned which text is the author's. More or easier training pairs, more "
+            "epochs, or a reasoning that describes each response may help; see RESULTS.md for "
+            "the recipes measured."
+        )
+    else:
+        state = "learned"
+        advice = (
+            "LEARNED: it picks the same text in both orders on most pairs and beats chance. "
+            "Check the interval and the per-type table before trusting it on a kind of pair."
+        )
+    return Diagnosis(state, n_pairs, valid_rate, says_a, swap, accuracy, f"{advice}\n{numbers}")
+
+
+def require_usable(diagnosis: Diagnosis, what: str) -> None:
+    """Stop with an explanation when a judge whose verdicts are noise would be used for ``what``.
+
+    Notebook 06 ranks drafts with the judge: with a collapsed judge every draft "wins" the same
+    way, and a best-of-N table built on it would report an artefact as a result.
+    """
+
+    if not diagnosis.usable:
+        raise DataError(
+            f"the judge is not usable for {what}: {diagnosis.message}",
+            "fix the judge first (notebooks 03-05); 06 reports nothing from a judge whose "
+            "verdicts do not depend on the texts.",
+        )

@@ -1,0 +1,9 @@
+"""One loader for every profile: the tiny random model, SmolLM2-135M from PyPI, Qwen2.5 through
+Unsloth.
+
+The names below are what the notebooks use; everything else is in the modules of this package.
+"""
+
+from persrm_utils.models.loader import load_model
+
+__all__ = ["load_model"]

@@ -1,0 +1,108 @@
+"""Keep the committed notebooks clean and in step with the package.
+
+Committed notebooks carry no outputs (executed copies live in run folders), the standard Colab
+install cell generated from the pins, and a Colab badge generated from their own file name.
+``python scripts/sync_notebooks.py`` rewrites them; ``--check`` (and the tests) only report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from persrm_utils.paths import notebooks_dir
+from persrm_utils.setup.colab import badge_markdown, install_cell_source
+
+INSTALL_TAG = "colab-install"
+PARAMETERS_TAG = "parameters"
+BADGE_PREFIX = "[![Open In Colab]"
+SOLUTIONS_SUFFIX = "_solutions"
+
+
+def series_notebooks(folder: Path | None = None) -> list[Path]:
+    """The ordered notebooks (``NN_name.ipynb``), solutions and scratch files excluded."""
+    folder = folder or notebooks_dir()
+    return sorted(
+        p for p in folder.glob("[0-9][0-9]_*.ipynb") if not p.stem.endswith(SOLUTIONS_SUFFIX)
+    )
+
+
+def solutions_notebooks(folder: Path | None = None) -> list[Path]:
+    """The worked solutions to the exercises (``NN_name_solutions.ipynb``), in series order."""
+    folder = folder or notebooks_dir()
+    return sorted(folder.glob(f"[0-9][0-9]_*{SOLUTIONS_SUFFIX}.ipynb"))
+
+
+def solutions_name(notebook: str) -> str:
+    """``00_setup.ipynb`` -> ``00_setup_solutions.ipynb``: where its exercises are solved."""
+    return notebook.removesuffix(".ipynb") + f"{SOLUTIONS_SUFFIX}.ipynb"
+
+
+def committed_notebooks(folder: Path | None = None) -> list[Path]:
+    """Every notebook kept clean by sync: the series, then the solutions (also run by CI)."""
+    return series_notebooks(folder) + solutions_notebooks(folder)
+
+
+def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:
+    return [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+
+
+def problems(path: Path) -> list[str]:
+    """What is out of step in one notebook (empty list: clean)."""
+    nb = nbformat.read(path, as_version=4)
+    out = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            out.append(f"cell {i} has outputs or an execution count (strip them)")
+    install = _tagged(nb, INSTALL_TAG)
+    if len(install) != 1:
+        out.append(f"needs exactly one cell tagged '{INSTALL_TAG}', has {len(install)}")
+    elif install[0].source.strip() != install_cell_source().strip():
+        out.append("the Colab install cell differs from the pins (run scripts/sync_notebooks.py)")
+    if len(_tagged(nb, PARAMETERS_TAG)) != 1:
+        out.append(f"needs exactly one cell tagged '{PARAMETERS_TAG}' (papermill parameters)")
+    first = nb.cells[0] if nb.cells else None
+    if (
+        first is None
+        or first.cell_type != "markdown"
+        or badge_markdown(path.name) not in first.source
+    ):
+        out.append("the first markdown cell lacks its Colab badge (run scripts/sync_notebooks.py)")
+    return out
+
+
+def sync(path: Path) -> bool:
+    """Strip outputs, regenerate the install cell and the badge. True when the file changed."""
+    before = path.read_text(encoding="utf-8")
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+        cell.get("metadata", {}).pop("execution", None)
+        cell.get("metadata", {}).pop("papermill", None)
+    for cell in _tagged(nb, INSTALL_TAG):
+        cell.source = install_cell_source().rstrip("\n")
+    first = nb.cells[0]
+    lines = [ln for ln in first.source.splitlines() if not ln.startswith(BADGE_PREFIX)]
+    insert_at = 1 if lines and lines[0].startswith("#") else 0
+    lines.insert(insert_at, "")
+    lines.insert(insert_at + 1, badge_markdown(path.name))
+    # collapse the blank lines the badge shuffle may have doubled
+    text = "\n".join(lines)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    first.source = text
+    nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.validate(nb)
+    after = nbformat.writes(nb) + "\n"
+    if after != before:
+        path.write_text(after, encoding="utf-8")
+        return True
+    return False

@@ -1,0 +1,41 @@
+"""Notebooks 03 and 04: reasoning traces, SFT, GRPO with its rewards, and the two stage commands.
+
+The names below are what the notebooks use; everything else is in the modules of this package.
+"""
+
+from persrm_utils.train.commands import load_stage_inputs, make_traces, sft_pairs
+from persrm_utils.train.grpo import CURVES, grpo_rows, load_policy, preflight, train_grpo
+from persrm_utils.train.rewards import (
+    advantages,
+    correctness_reward,
+    format_reward,
+    group_signal,
+    reward_funcs,
+)
+from persrm_utils.train.sft import adapter_tensor_norms, load_with_adapter, train_sft
+from persrm_utils.train.teacher import describe_traces, teacher_traces
+from persrm_utils.train.traces import accept_teacher, teacher_requests, to_sft_rows
+
+__all__ = [
+    "CURVES",
+    "accept_teacher",
+    "adapter_tensor_norms",
+    "advantages",
+    "correctness_reward",
+    "describe_traces",
+    "format_reward",
+    "group_signal",
+    "grpo_rows",
+    "load_policy",
+    "load_stage_inputs",
+    "load_with_adapter",
+    "make_traces",
+    "preflight",
+    "reward_funcs",
+    "sft_pairs",
+    "teacher_requests",
+    "teacher_traces",
+    "to_sft_rows",
+    "train_grpo",
+    "train_sft",
+]

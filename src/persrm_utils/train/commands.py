@@ -1,0 +1,162 @@
+"""Stages 03 and 04 as one function each, for ``persrm sft`` / ``persrm grpo`` and multi-GPU
+launches.
+
+    persrm sft --profile t4 --run t4-1                                   # one process
+    accelerate launch -m persrm_utils.cli sft --profile 24gb --run-name r  # several GPUs
+    torchrun --nproc_per_node 2 -m persrm_utils.cli sft --profile smoke --run-name r  # 2 CPUs
+    persrm grpo --profile t4 --run t4-1
+
+The notebooks ``03_sft_qlora`` and ``04_grpo_unsloth`` run the same steps one cell at a time.
+Under a launcher every process trains (the TRL trainers wire up DDP from the launcher's
+environment), while only the main process (rank 0) writes traces, adapters and the manifest: two
+ranks writing one manifest would corrupt it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.profiles import Profile, get_profile
+from persrm_utils.records import Exemplar, Pair, read_jsonl, write_jsonl
+from persrm_utils.run.folders import RunFolder
+from persrm_utils.train.grpo import grpo_rows, load_policy, preflight, train_grpo
+from persrm_utils.train.rewards import reward_funcs
+from persrm_utils.train.sft import train_sft
+from persrm_utils.train.traces import reasoning_traces, to_sft_rows
+from persrm_utils.train.trainer import ADAPTER, TRAIN_LOG
+
+SFT_STAGE = "03_sft_qlora"
+
+
+def rank() -> int:
+    """This process's global rank under torchrun/accelerate (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def load_stage_inputs(run_path: Path) -> tuple[list[Pair], list[Pair], dict[str, Exemplar]]:
+    """Training pairs, validation pairs and exemplars by id, from notebooks 01 and 02."""
+    train = read_jsonl(run_path / "pairs" / "train.jsonl", Pair)
+    val = read_jsonl(run_path / "pairs" / "val.jsonl", Pair)
+    exemplars = read_jsonl(run_path / "exemplars.jsonl", Exemplar)
+    return train, val, {e.text_id: e for e in exemplars}
+
+
+def sft_pairs(train: list[Pair], profile: Profile) -> list[Pair]:
+    """The training pairs SFT writes traces for: those of ``profile.sft_negative_types``.
+
+    A curriculum: a small judge first learns the blatant type it can learn in the budget (the
+    `cpu` profile: ``style_random``); GRPO then samples from every training pair and keeps the
+    ones the SFT judge is unsure about, which are mostly of the types SFT left out.
+    """
+    kinds = profile.sft_negative_types
+    return [p for p in train if kinds is None or p.negative_type in kinds]
+
+
+def make_traces(train: list[Pair], by_id: dict[str, Exemplar], reasoning: str = "full"):
+    """Offline traces for every training pair, in both A/B orders, as long as ``reasoning`` says.
+
+    ``reasoning`` is the profile's field: "full" (the stylometric writer), "short" (visible cues)
+    or "none" (verdict only); see :func:`persrm_utils.train.traces.reasoning_traces`.
+    """
+
+    return reasoning_traces(train, by_id, reasoning)  # type: ignore[arg-type]
+
+
+def begin_stage(
+    stage: str,
+    profile_name: str,
+    run_name: str | None,
+    overrides: dict[str, Any] | None,
+    force: bool,
+):
+    """(profile, run folder, is_main), or None when the stage is done and not forced.
+
+    Only the main process (rank 0) marks the stage as running; the other ranks only check that
+    its inputs exist, so two processes never write the manifest at once.
+    """
+
+    profile = get_profile(profile_name, **(overrides or {}))
+    main = rank() == 0
+    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
+    if main:
+        if run.is_done(stage) and not force:
+            print(f"{stage} is already done in {run.path} (use --force to train again)")
+            return None
+        run.start_stage(stage, config=profile.model_dump(mode="json"))
+    else:
+        run.require(stage)
+    return profile, run, main
+
+
+def run_sft_stage(
+    profile_name: str = "smoke",
+    run_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Traces -> SFT -> adapter, recorded in the run folder's manifest (rank 0 only)."""
+
+    begun = begin_stage(SFT_STAGE, profile_name, run_name, overrides, force)
+    if begun is None:
+        return {"skipped": True}
+    profile, run, main = begun
+    train, _, by_id = load_stage_inputs(run.path)
+    traces, stats = make_traces(sft_pairs(train, profile), by_id, profile.reasoning)
+    out_dir = run.path / "sft"
+    if main:
+        write_jsonl(run.file("sft/traces.jsonl"), traces)
+    result = train_sft(profile, to_sft_rows(traces), out_dir)
+    summary = {"traces": stats, "sft": asdict(result)}
+    if main:
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        run = RunFolder.open(run.path)
+        run.finish_stage(
+            SFT_STAGE,
+            [out_dir / ADAPTER, out_dir / TRAIN_LOG, out_dir / "traces.jsonl",
+             out_dir / "summary.json"],
+        )  # fmt: skip
+        print(
+            f"{SFT_STAGE}: {result.steps} steps in {result.seconds:.1f} s, loss "
+            f"{result.start_loss:.3f} -> {result.end_loss:.3f}, adapter in {out_dir / ADAPTER}"
+        )
+    return summary
+
+
+GRPO_STAGE = "04_grpo_unsloth"
+
+
+def run_grpo_stage(
+    profile_name: str = "smoke",
+    run_name: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """GRPO from the SFT adapter, recorded in the run folder's manifest (rank 0 only)."""
+
+    begun = begin_stage(GRPO_STAGE, profile_name, run_name, overrides, force)
+    if begun is None:
+        return {"skipped": True}
+    profile, run, main = begun
+    train, _, by_id = load_stage_inputs(run.path)
+    out_dir = run.path / "grpo"
+    rewards = reward_funcs(profile.reasoning)
+    policy = load_policy(profile, run.path / "sft" / ADAPTER)
+    checked = preflight(
+        policy, grpo_rows(train, by_id, prefix=profile.answer_prefix),
+        profile.grpo_num_generations,
+        profile.max_completion_length, rewards, profile.grpo_preflight_prompts, profile.seed,
+    )  # fmt: skip
+    result = train_grpo(profile, checked.kept, out_dir, rewards, loaded=policy)
+    if main:
+        run = RunFolder.open(run.path)
+        run.finish_stage(GRPO_STAGE, [out_dir / ADAPTER, out_dir / TRAIN_LOG])
+        first, last = result.first_last("reward")
+        print(
+            f"{GRPO_STAGE}: {result.steps} steps in {result.seconds:.1f} s, reward {first:.3f} -> "
+            f"{last:.3f}, adapter in {out_dir / ADAPTER}"
+        )
+    return {"grpo": json.loads(json.dumps(asdict(result), default=str))}

@@ -1,0 +1,298 @@
+"""GRPO: reinforcement fine-tuning of the judge with verifiable rewards (TRL ``GRPOTrainer``).
+
+For every prompt the policy samples a *group* of ``num_generations`` completions; each is scored
+by the reward functions (:mod:`persrm_utils.train.rewards`); a completion's advantage is its reward
+relative to its group's mean. No value model, no learned reward model: the verdict is checked
+against the known label, which is what makes the reward *verifiable* and cheap.
+
+On CUDA with Unsloth installed, the model comes from Unsloth (4-bit, its fused kernels and
+gradient checkpointing), which patches TRL's trainer on import; elsewhere plain TRL + PEFT.
+Training starts from the SFT adapter and resumes from the last checkpoint after an interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.errors import DataError
+from persrm_utils.generation.local import TransformersBackend
+from persrm_utils.generation.requests import GenRequest, prompt_text
+from persrm_utils.hardware import choose_dtype_name, detect
+from persrm_utils.judge.format import build_messages, label
+from persrm_utils.models.loader import LoadedModel, add_lora, load_model
+from persrm_utils.profiles import Profile
+from persrm_utils.records import Exemplar, Pair
+from persrm_utils.train.rewards import group_signal
+from persrm_utils.train.sft import ADAPTER
+from persrm_utils.train.trainer import TRAIN_LOG, peak_rss_mb, run_trainer
+
+#: What notebook 04 plots, as TRL names them in the log history.
+CURVES = (
+    "reward",
+    "reward_std",
+    "frac_reward_zero_std",
+    "completions/mean_length",
+    "completions/clipped_ratio",
+    "kl",
+)
+
+
+def grpo_rows(
+    pairs: list[Pair], by_id: dict[str, Exemplar], both_orders: bool = True, prefix: str = ""
+) -> list:
+    """Conversational prompts with their label (the letter of the real text).
+
+    ``prefix`` (``profile.answer_prefix``) is the start of the answer the harness writes; it
+    rides along as the ``answer_prefix`` column, which the sampler continues and the rewards
+    read (TRL passes every column to the reward functions).
+    """
+
+    swaps = (False, True) if both_orders else (False,)
+    extra = {"answer_prefix": prefix} if prefix else {}
+    return [
+        {"prompt": build_messages(p, by_id, swap=s), "label": label(p, s), "pair_id": p.pair_id}
+        | extra
+        for p in pairs
+        for s in swaps
+    ]
+
+
+def prefilled_prompts(rows: list[dict], tokenizer: Any) -> list[dict]:
+    """Rows with an ``answer_prefix`` get a text prompt: the chat template plus that prefix.
+
+    TRL's GRPO applies the chat template with a fresh generation prompt to conversational
+    prompts, so it cannot continue a started answer; a text prompt it tokenizes as it is.
+    """
+
+    out = []
+    for row in rows:
+        prefix = row.get("answer_prefix", "")
+        if prefix and not isinstance(row["prompt"], str):
+            row = row | {"prompt": prompt_text(tokenizer, row["prompt"], prefix)}
+        out.append(row)
+    return out
+
+
+def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
+    """The ``GRPOConfig`` for a profile; the memory knobs are commented for learners."""
+    from trl import GRPOConfig
+
+    dtype = choose_dtype_name(capability if cuda else None)
+    steps = profile.grpo_max_steps
+    values: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        learning_rate=profile.grpo_learning_rate,
+        per_device_train_batch_size=profile.grpo_batch_size,  # completions per step; lower if OOM
+        num_generations=profile.grpo_num_generations,  # group size G: lower first if OOM
+        max_completion_length=profile.max_completion_length,  # then lower this
+        temperature=1.0,  # sampling diversity inside a group is what creates a signal
+        # KL penalty to the reference. With PEFT the reference is the same base weights under a
+        # frozen copy of the starting adapter, so beta = 0 saves one forward pass per batch (and
+        # that adapter copy), not a second model. Every profile uses 0 (notebook 04, "the KL term").
+        beta=profile.grpo_beta,
+        # How per-token losses are averaged (notebook 04, section 1b): "dapo" sums over every
+        # token of the batch and divides by their number, so each token weighs the same whatever
+        # the length of its completion. The original "grpo" averages per completion first, which
+        # favours short right answers and long wrong ones (Dr. GRPO's length bias). TRL 1.14's
+        # default, set here explicitly because it decides how reasoning length is trained.
+        loss_type="dapo",
+        # Advantages are (r - group mean) / (group std + 1e-4). Dr. GRPO argues for "none" (no
+        # division: near-uniform groups otherwise get full-size advantages); which is better here
+        # is not yet measured. TRL 1.14's default, set explicitly.
+        scale_rewards="group",
+        mask_truncated_completions=False,
+        logging_steps=1,
+        save_steps=max(1, steps // 3),
+        save_total_limit=2,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,
+        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    values.update(overrides)
+    return GRPOConfig(**values)
+
+
+@dataclass
+class GRPOResult:
+    adapter_dir: str
+    steps: int
+    seconds: float
+    resumed_from: str | None
+    history: list[dict[str, float]] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    backend: str = ""
+
+    def first_last(self, key: str = "reward") -> tuple[float | None, float | None]:
+        values = [h[key] for h in self.history if key in h]
+        return (values[0], values[-1]) if values else (None, None)
+
+
+def load_policy(profile: Profile, sft_adapter: Path | None) -> LoadedModel:
+    """The policy: the base model with the SFT adapter, trainable; or a fresh LoRA without one."""
+    loaded = load_model(profile)
+    if sft_adapter is None:
+        add_lora(loaded, profile)
+        return loaded
+    if loaded.backend == "unsloth":
+        # Unsloth wraps the model itself; attach the SFT weights to its LoRA layers.
+        add_lora(loaded, profile)
+        loaded.model.load_adapter(str(sft_adapter), adapter_name="default", is_trainable=True)
+        return loaded
+    from peft import PeftModel
+
+    loaded.model = PeftModel.from_pretrained(loaded.model, str(sft_adapter), is_trainable=True)
+    return loaded
+
+
+def train_grpo(
+    profile: Profile,
+    rows: list[dict],
+    output_dir: Path,
+    reward_funcs: tuple,
+    sft_adapter: Path | None = None,
+    loaded: LoadedModel | None = None,
+    resume: bool = True,
+    callbacks: list | None = None,
+    **config_overrides: Any,
+) -> GRPOResult:
+    """Run GRPO from the SFT adapter; save the new adapter and the metric history."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    hw = detect()
+    loaded = loaded or load_policy(profile, sft_adapter)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config = grpo_config(profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides)
+    trainer = GRPOTrainer(
+        model=loaded.model,
+        reward_funcs=list(reward_funcs),
+        args=config,
+        train_dataset=Dataset.from_list(prefilled_prompts(rows, loaded.tokenizer)),
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+    )
+    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
+    adapter_dir = output_dir / ADAPTER
+    history = [
+        {k: float(v) for k, v in e.items() if isinstance(v, int | float)}
+        for e in trainer.state.log_history
+        if "reward" in e
+    ]
+    result = GRPOResult(
+        adapter_dir=str(adapter_dir),
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        resumed_from=checkpoint,
+        history=history,
+        peak_rss_mb=peak_rss_mb(),
+        backend=loaded.backend,
+    )
+    if trainer.is_world_process_zero():
+        (output_dir / TRAIN_LOG).write_text(json.dumps(asdict(result), indent=2))
+    return result
+
+
+def sample_groups(
+    loaded: LoadedModel, rows: list[dict], group_size: int, max_new_tokens: int, seed: int = 0
+) -> list[str]:
+    """``group_size`` sampled completions per prompt (temperature 1), for the pre-flight check."""
+
+    backend = TransformersBackend(
+        loaded.model, loaded.tokenizer, batch_size=group_size, model_name=f"preflight-{seed}"
+    )
+    requests = [
+        GenRequest(
+            row["prompt"],
+            max_new_tokens,
+            temperature=1.0,
+            seed=seed * 1000 + j,
+            prefix=row.get("answer_prefix", ""),
+        )
+        for row in rows
+        for j in range(group_size)
+    ]
+    return [r.text for r in backend.generate(requests)]
+
+
+@dataclass
+class Preflight:
+    """What sampling groups from the starting policy showed, before any GRPO step.
+
+    ``kept`` are the rows whose group of completions had reward variance: only they can produce
+    a gradient (GRPO's advantage is zero across a uniform group). Training on them alone is
+    DAPO's *dynamic sampling*, done once up front instead of at every step; on a CPU budget of
+    tens of steps it is the difference between learning and idling.
+    """
+
+    checked: int
+    kept: list[dict]
+    signal: dict[str, float]
+    group_rewards: list[list[float]]
+
+    @property
+    def kept_share(self) -> float:
+        return len(self.kept) / self.checked if self.checked else 0.0
+
+
+def preflight(
+    loaded: LoadedModel,
+    rows: list[dict],
+    group_size: int,
+    max_new_tokens: int,
+    reward_funcs: tuple,
+    n_prompts: int,
+    seed: int = 0,
+) -> Preflight:
+    """Sample a group for ``n_prompts`` rows and keep the rows with reward variance.
+
+    Rows are taken a whole pair at a time (both A/B orders, in a seeded-random order of pairs),
+    so the check sees the real text in both positions and the kept prompts stay close to
+    label-balanced.
+
+    Raises :class:`~persrm_utils.errors.DataError` with what to change when no group varies:
+    GRPO would then spend its whole budget on zero gradients.
+    """
+
+    by_pair: dict[str, list[dict]] = {}
+    for row in rows:
+        by_pair.setdefault(str(row.get("pair_id")), []).append(row)
+    pair_ids = sorted(by_pair)
+    random.Random(seed).shuffle(pair_ids)
+    picked: list[dict] = []
+    for pid in pair_ids:  # whole pairs, so both A/B orders of a pair are checked together
+        if len(picked) >= n_prompts:
+            break
+        picked += by_pair[pid]
+    picked = picked[:n_prompts]
+    texts = sample_groups(loaded, picked, group_size, max_new_tokens, seed=seed)
+    labels = [row["label"] for row in picked for _ in range(group_size)]
+    prefixes = [row.get("answer_prefix", "") for row in picked for _ in range(group_size)]
+    parts = [fn(texts, label=labels, answer_prefix=prefixes) for fn in reward_funcs]
+    totals = [sum(vals) for vals in zip(*parts, strict=True)]
+    groups = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
+    kept = [row for row, g in zip(picked, groups, strict=True) if statistics.pstdev(g) > 0]
+    signal = group_signal(totals, group_size)
+    if not kept:
+        raise DataError(
+            f"every one of the {len(picked)} sampled groups has the same reward for all "
+            f"{group_size} completions (mean reward {signal['mean_reward']:.2f}), so GRPO's "
+            "advantages, loss and gradients would all be zero",
+            "when the mean reward is near -1 the judge is always wrong or never valid: train SFT "
+            "longer first; near +1 it is always right on these pairs: use harder pairs or more "
+            "prompts (grpo_preflight_prompts); in both cases a larger group "
+            "(grpo_num_generations) or a higher temperature gives variance a better chance.",
+        )
+    return Preflight(len(picked), kept, signal, groups)

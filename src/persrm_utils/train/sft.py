@@ -1,0 +1,226 @@
+"""Supervised fine-tuning of the judge: TRL ``SFTTrainer``, LoRA (QLoRA on CUDA), resumable.
+
+The judge learns to write ``<think>`` reasoning about personal factors, then its verdict. Only
+the assistant's words are trained on (``assistant_only_loss``): the prompt with its exemplars is
+long, and learning to reproduce it would waste most of the gradient on text the judge never has
+to write. Checkpoints are saved every few steps, and :func:`train_sft` resumes from the last one,
+so a Colab disconnect costs minutes, not the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.errors import DataError
+from persrm_utils.generation.requests import prompt_text
+from persrm_utils.hardware import choose_dtype_name, detect
+from persrm_utils.models.loader import LoadedModel, add_lora, load_model
+from persrm_utils.profiles import Profile
+from persrm_utils.tags import VERDICT_PREFIX, VERDICT_SUFFIX
+from persrm_utils.train.trainer import ADAPTER, TRAIN_LOG, peak_rss_mb, run_trainer
+
+
+def sft_steps(profile: Profile, n_rows: int, world_size: int = 1) -> int:
+    """Optimizer steps for ``n_rows`` traces: ``sft_epochs`` passes when set, else the max steps.
+
+    Epochs are the natural unit when the data size follows the corpus (a user's own texts, a
+    bigger C50 slice): the same profile then neither stops half-way through the data nor
+    repeats it ten times.
+    """
+    if profile.sft_epochs is None:
+        return profile.sft_max_steps
+    per_step = profile.sft_batch_size * profile.sft_grad_accum * max(1, world_size)
+    return max(1, math.ceil(profile.sft_epochs * n_rows / per_step))
+
+
+def sft_config(
+    profile: Profile,
+    output_dir: Path,
+    cuda: bool,
+    capability=None,
+    n_rows: int | None = None,
+    **overrides,
+):
+    """The ``SFTConfig`` for a profile; every field a learner may want to change is named here.
+
+    bf16 only on compute capability >= 8 (a T4 emulates it); on a CPU neither bf16 nor fp16
+    (``SFTConfig`` refuses bf16 there). ``save_steps`` keeps three checkpoints' worth of progress
+    at most a third of the run apart, so an interruption loses little.
+    """
+
+    from trl import SFTConfig
+
+    dtype = choose_dtype_name(capability if cuda else None)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps = profile.sft_max_steps if n_rows is None else sft_steps(profile, n_rows, world)
+    values: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=profile.sft_batch_size,  # lower first if out of memory
+        gradient_accumulation_steps=profile.sft_grad_accum,  # raise when lowering the batch
+        learning_rate=profile.sft_learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(1, steps // 10),
+        logging_steps=1,
+        save_steps=max(1, steps // 3),
+        save_total_limit=2,
+        max_length=profile.max_seq_length,  # lower if out of memory (long exemplars)
+        assistant_only_loss=True,
+        packing=False,
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,  # trades compute for memory; pointless on a tiny CPU model
+        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    values.update(overrides)
+    return SFTConfig(**values)
+
+
+def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[str, list[int]]]:
+    """Tokenized rows whose loss covers only what the judge itself writes after ``prefix``.
+
+    With the verdict-only budget the harness writes the constant tags around the letter at
+    inference (:func:`persrm_utils.judge.format.full_answer`), so training spends no gradient on
+    them either: each row's loss is on the letter alone, the one token that carries the decision.
+    (For any other prefix, the loss covers the rest of the answer and the end of turn.) Each row
+    becomes ``input_ids`` and ``labels`` (-100 up to the prefix's end). Prompt and answer are
+    tokenized apart, exactly as the judge's prompt is tokenized when it generates, so the token
+    boundary at the letter is the same in training and at inference.
+    """
+
+    verdict_only = prefix == VERDICT_PREFIX
+    end = "" if verdict_only else (tokenizer.eos_token or "")
+    out = []
+    for i, row in enumerate(rows):
+        *context, answer = row["messages"]
+        text = str(answer.get("content", ""))
+        written = text[len(prefix) :]
+        if verdict_only and written.endswith(VERDICT_SUFFIX):
+            written = written[: -len(VERDICT_SUFFIX)]
+        if answer.get("role") != "assistant" or not text.startswith(prefix) or not written:
+            raise DataError(
+                f"SFT row {i}: its last message is not an assistant answer starting with "
+                f"{prefix!r} ({text[:40]!r})",
+                "build rows with traces.to_sft_rows from traces written for this profile's "
+                "reasoning budget (reasoning_traces(..., profile.reasoning)).",
+            )
+        prompt = prompt_text(tokenizer, context, prefix)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(written + end, add_special_tokens=False)["input_ids"]
+        out.append(
+            {"input_ids": prompt_ids + answer_ids, "labels": [-100] * len(prompt_ids) + answer_ids}
+        )
+    return out
+
+
+@dataclass
+class SFTResult:
+    adapter_dir: str
+    steps: int
+    seconds: float
+    resumed_from: str | None
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    peak_rss_mb: float = 0.0
+    backend: str = ""
+    examples: int = 0
+
+    @property
+    def start_loss(self) -> float | None:
+        return self.losses[0][1] if self.losses else None
+
+    @property
+    def end_loss(self) -> float | None:
+        return self.losses[-1][1] if self.losses else None
+
+
+def train_sft(
+    profile: Profile,
+    rows: list[dict],
+    output_dir: Path,
+    loaded: LoadedModel | None = None,
+    resume: bool = True,
+    callbacks: list | None = None,
+    **config_overrides: Any,
+) -> SFTResult:
+    """Train LoRA adapters on conversational rows ``{"messages": [system, user, assistant]}``.
+
+    Resumes from the newest checkpoint in ``output_dir`` when ``resume``. Saves the adapter and
+    tokenizer to ``output_dir/adapter`` and the loss history to ``output_dir/train_log.json``.
+    When the profile's answers start with a harness-written prefix (verdict-only judges), the
+    loss covers only the rest of the answer (:func:`prefilled_rows`).
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    hw = detect()
+    loaded = loaded or load_model(profile)
+    model = add_lora(loaded, profile)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    prefix = profile.answer_prefix
+    if prefix:
+        config_overrides = {"assistant_only_loss": False} | config_overrides
+    config = sft_config(
+        profile, output_dir, hw.cuda, hw.compute_capability, n_rows=len(rows), **config_overrides
+    )
+    data = prefilled_rows(rows, loaded.tokenizer, prefix) if prefix else rows
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(data),
+        processing_class=loaded.tokenizer,
+        callbacks=callbacks,
+    )
+    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
+    adapter_dir = output_dir / ADAPTER
+    losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    result = SFTResult(
+        adapter_dir=str(adapter_dir),
+        steps=trainer.state.global_step,
+        seconds=seconds,
+        resumed_from=checkpoint,
+        losses=losses,
+        peak_rss_mb=peak_rss_mb(),
+        backend=loaded.backend,
+        examples=len(rows),
+    )
+    if trainer.is_world_process_zero():
+        log = output_dir / TRAIN_LOG
+        history = json.loads(log.read_text())["losses"] if checkpoint and log.exists() else []
+        merged = {int(s): v for s, v in history} | dict(losses)
+        payload = asdict(result) | {"losses": sorted(merged.items())}
+        log.write_text(json.dumps(payload, indent=2))
+    return result
+
+
+def adapter_tensor_norms(adapter_dir: Path) -> dict[str, float]:
+    """L2 norm of every LoRA tensor in a saved adapter.
+
+    LoRA's B matrices start at zero, so an adapter whose B norms are all zero never learned
+    anything: a saved adapter that "behaves like the base model" is the commonest silent bug.
+    """
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    return {name: float(t.float().norm()) for name, t in tensors.items()}
+
+
+def load_with_adapter(profile: Profile, adapter_dir: Path) -> LoadedModel:
+    """The base model of ``profile`` with a saved LoRA adapter attached (for inference)."""
+    from peft import PeftModel
+
+    loaded = load_model(profile)
+    loaded.model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
+    loaded.model.eval()
+    loaded.source = f"{loaded.source} + {adapter_dir}"
+    return loaded

@@ -1,0 +1,129 @@
+"""GRPO: the rewards on literal strings (hacks included), the group signal, and real training."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from persrm_utils.judge.format import format_answer
+from persrm_utils.profiles import get_profile
+from persrm_utils.train.grpo import grpo_config, grpo_rows, load_policy, sample_groups, train_grpo
+from persrm_utils.train.rewards import (
+    FORMAT_MAX,
+    REWARD_FUNCS,
+    advantages,
+    completion_text,
+    correctness_reward,
+    format_reward,
+    group_signal,
+)
+
+RIGHT = format_answer("A keeps the exemplars' short sentences and numbers.", "A")
+
+
+@pytest.mark.parametrize(
+    ("text", "reward"),
+    [
+        (RIGHT, 1.0),
+        (format_answer("B is closer.", "B"), -1.0),
+        ("<think>Either.</think>\n<answer>[[A]] [[B]]</answer>", -1.0),  # hedging
+        ("<think>It is <answer>[[A]]</answer></think>", -1.0),  # verdict only inside think
+        ("<answer>[[A]]</answer>", -1.0),  # no reasoning at all
+        ("<think>   </think>\n<answer>[[A]]</answer>", -1.0),  # empty reasoning
+        ("<think>x</think><answer>[[B]]</answer><answer>[[A]]</answer>", 1.0),  # last one counts
+        ("<think>x</think><answer>[[A]]</answer><answer>[[B]]</answer>", -1.0),
+        ("<think>The exemplars average 24 words and", -1.0),  # truncated
+        ("", -1.0),
+    ],
+)
+def test_correctness_reward_and_its_guards(text, reward):
+    assert correctness_reward([text], label=["A"]) == [reward]
+
+
+def test_rewards_accept_chat_style_completions():
+    """TRL passes conversational completions as message lists, plain ones as strings."""
+    chat = [[{"role": "assistant", "content": RIGHT}]]
+    assert completion_text(chat[0]) == RIGHT
+    assert correctness_reward(chat, label=["A"]) == [1.0]
+    assert format_reward(chat) == [FORMAT_MAX]
+
+
+def test_format_reward_is_small_and_graded():
+    texts = ["nothing", "<think>half", "<think>x</think>\n<answer>[[B]]</answer> extra", RIGHT]
+    scores = format_reward(texts)
+    assert scores == sorted(scores) and scores[0] == 0.0 and scores[-1] == FORMAT_MAX
+    assert FORMAT_MAX < 1.0, "format must never outweigh one right verdict"
+
+
+def test_group_signal_and_advantages():
+    rewards = [1.0, -1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0]
+    signal = group_signal(rewards, 4)
+    assert signal["frac_reward_zero_std"] == 0.5 and signal["groups"] == 2
+    adv = advantages(rewards, 4)
+    assert adv[4:] == [0.0] * 4, "a uniform group teaches nothing"
+    assert adv[0] > 0 > adv[1] and abs(sum(adv[:4])) < 1e-9
+    with pytest.raises(ValueError):
+        group_signal([1.0, 2.0, 3.0], 2)
+
+
+def test_grpo_config_follows_the_profile_and_the_hardware(tmp_path):
+    """Renamed or removed GRPOConfig arguments fail here first, not in a learner's notebook."""
+    profile = get_profile("t4")
+    cpu = grpo_config(profile, tmp_path, cuda=False)
+    assert cpu.num_generations == 4 and cpu.max_completion_length == profile.max_completion_length
+    assert cpu.use_cpu and not cpu.bf16 and not cpu.fp16
+    assert cpu.save_steps == profile.grpo_max_steps // 3
+
+
+@pytest.fixture(scope="module")
+def smoke_rows(tmp_path_factory):
+    from smoke_run import build_smoke_run
+
+    from persrm_utils.train.commands import load_stage_inputs
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PERSRM_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
+        run = build_smoke_run("grpo")
+    train, _, by_id = load_stage_inputs(run.path)
+    return grpo_rows(train, by_id)
+
+
+def test_rows_hold_both_orders_with_their_labels(smoke_rows):
+    by_pair: dict[str, set[str]] = {}
+    for row in smoke_rows:
+        by_pair.setdefault(row["pair_id"], set()).add(row["label"])
+        assert row["prompt"][0]["role"] == "system" and row["label"] in ("A", "B")
+    assert all(labels == {"A", "B"} for labels in by_pair.values())
+
+
+def test_grpo_with_a_varying_reward_changes_the_adapter(smoke_rows, tmp_path, monkeypatch):
+    """A 0/1 reward is constant on a random model (no gradient); a length reward varies."""
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    profile = get_profile("smoke", grpo_max_steps=2, max_completion_length=16,
+                          grpo_learning_rate=5e-2)  # fmt: skip
+    policy = load_policy(profile, None)
+    before = {n: p.detach().clone() for n, p in policy.model.named_parameters() if "lora_B" in n}
+
+    def length_reward(completions, **kwargs):
+        return [len(completion_text(c)) / 100 for c in completions]
+
+    result = train_grpo(profile, smoke_rows[:8], tmp_path / "grpo", (length_reward,),
+                        loaded=policy, resume=False)  # fmt: skip
+    assert result.steps == 2 and result.history
+    assert all("frac_reward_zero_std" in h for h in result.history)
+    after = dict(policy.model.named_parameters())
+    changed = sum(not torch.equal(before[n], after[n].detach()) for n in before)
+    assert changed == len(before), "every LoRA B matrix should have moved"
+    assert (tmp_path / "grpo" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_preflight_samples_a_group_per_prompt(smoke_rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    policy = load_policy(get_profile("smoke"), None)
+    texts = sample_groups(policy, smoke_rows[:2], group_size=3, max_new_tokens=8)
+    assert len(texts) == 6
+    labels = [r["label"] for r in smoke_rows[:2] for _ in range(3)]
+    total = [c + f for c, f in zip(correctness_reward(texts, labels), format_reward(texts),
+                                   strict=True)]  # fmt: skip
+    assert group_signal(total, 3)["groups"] == 2
+    assert len(REWARD_FUNCS) == 2
