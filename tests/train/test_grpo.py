@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from persrm_utils.errors import ConfigError
 from persrm_utils.judge.format import format_answer
 from persrm_utils.profiles import get_profile
 from persrm_utils.train.grpo import grpo_config, grpo_rows, load_policy, sample_groups, train_grpo
@@ -62,7 +63,7 @@ def test_group_signal_and_advantages():
     adv = advantages(rewards, 4)
     assert adv[4:] == [0.0] * 4, "a uniform group teaches nothing"
     assert adv[0] > 0 > adv[1] and abs(sum(adv[:4])) < 1e-9
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="do not split into groups of 2"):
         group_signal([1.0, 2.0, 3.0], 2)
 
 

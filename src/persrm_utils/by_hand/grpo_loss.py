@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from persrm_utils.errors import ConfigError
+
 LossType = Literal["grpo", "dapo", "dr_grpo"]
 
 
@@ -52,7 +54,7 @@ def group_advantages(rewards: Any, group_size: int, scale: str = "group") -> Any
     if scale == "none":
         return centred.flatten()
     if scale != "group":
-        raise ValueError(f"scale must be 'group' or 'none', got {scale!r}")
+        raise ConfigError(f"unknown scale {scale!r}", "use 'group' (TRL's default) or 'none'")
     return (centred / (r.std(dim=1, keepdim=True) + 1e-4)).flatten()
 
 
@@ -97,7 +99,7 @@ def grpo_loss(
     if loss_type == "dr_grpo":
         length = max_completion_length or mask.shape[1]
         return masked.sum() / (mask.shape[0] * length)
-    raise ValueError(f"loss_type must be grpo, dapo or dr_grpo, got {loss_type!r}")
+    raise ConfigError(f"unknown loss_type {loss_type!r}", "use 'grpo', 'dapo' or 'dr_grpo'")
 
 
 def token_weights(lengths: list[int], loss_type: LossType, max_completion_length: int) -> list:
@@ -112,7 +114,7 @@ def token_weights(lengths: list[int], loss_type: LossType, max_completion_length
         return [1 / total for _ in lengths]
     if loss_type == "dr_grpo":
         return [1 / (n * max_completion_length) for _ in lengths]
-    raise ValueError(f"loss_type must be grpo, dapo or dr_grpo, got {loss_type!r}")
+    raise ConfigError(f"unknown loss_type {loss_type!r}", "use 'grpo', 'dapo' or 'dr_grpo'")
 
 
 def clipping_table(advantage: float, epsilon: float = 0.2) -> list[dict[str, float]]:

@@ -32,6 +32,7 @@ from persrm_utils.classroom.checks import (
 )
 from persrm_utils.classroom.exercises_02 import _pairs
 from persrm_utils.classroom.exercises_05 import _unseen_predictions
+from persrm_utils.errors import ConfigError, MissingInputsError
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl
 from persrm_utils.run.folders import RunFolder
@@ -125,7 +126,10 @@ def read_experiment(run: Any, label: str) -> dict[str, Any]:
     """``experiment.json`` plus the trainer's log (``losses`` for SFT, ``history`` for GRPO)."""
     folder = _run_path(run) / EXPERIMENTS / label
     if not (folder / INFO).is_file():
-        raise FileNotFoundError(f"no experiment '{label}' in {folder.parent}")
+        raise MissingInputsError(
+            f"no experiment '{label}' in {folder.parent}",
+            f"run the experiment cell that uses label '{label}' first (same PROFILE and RUN_NAME)",
+        )
     info = json.loads((folder / INFO).read_text(encoding="utf-8"))
     info["log"] = json.loads((folder / LOG).read_text(encoding="utf-8"))
     return info
@@ -144,7 +148,9 @@ def curve(experiment: Mapping[str, Any], key: str) -> list[float]:
     log = experiment["log"]
     if experiment["kind"] == "sft":
         if key != "loss":
-            raise KeyError(f"SFT experiments log only 'loss', not {key!r}")
+            raise ConfigError(
+                f"SFT experiments log only 'loss', not {key!r}", "ask for curve(experiment, 'loss')"
+            )
         return [float(v) for _, v in log["losses"]]
     return [float(h[key]) for h in log["history"] if key in h]
 
@@ -254,7 +260,7 @@ def check_04_knob(answer: Mapping[Any, Any] | None, run: Any, knob: str) -> bool
     the means are over the logged steps.
     """
     if knob not in GRPO_KNOBS:
-        raise ValueError(f"knob must be one of {GRPO_KNOBS}, got {knob!r}")
+        raise ConfigError(f"unknown GRPO knob {knob!r}", f"use one of {GRPO_KNOBS}")
     if answer is None:
         return _not_answered(
             f"answer = {{value of {knob}: {{'frac_reward_zero_std': mean over steps, "

@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from persrm_utils.errors import DataError
 from persrm_utils.paths import find_c50, project_root
 from persrm_utils.run.folders import RunFolder
 from persrm_utils.run.stages import STAGES
@@ -266,8 +267,10 @@ def replace_block(text: str, body: str, where: str) -> str:
     """``text`` with its one generated block replaced by ``body``; an error when it has none."""
     found = _BLOCK.findall(text)
     if len(found) != 1:
-        raise ValueError(
-            f"{where} must hold exactly one generated block ({BEGIN} ... {END}), has {len(found)}"
+        raise DataError(
+            f"{where} must hold exactly one generated block ({BEGIN} ... {END}), has {len(found)}",
+            "restore the block's two marker lines (git diff shows what was removed), then run "
+            "`python scripts/sync_figures.py`",
         )
     return _BLOCK.sub(lambda _: f"{BEGIN}\n{body}\n{END}", text)
 
@@ -295,7 +298,7 @@ def sync(root: Path | None = None, check: bool = False) -> list[str]:
         first = nb.cells[0]
         try:
             new = replace_block(first.source, notebook_block(stage, records, root), path.name)
-        except ValueError as err:
+        except DataError as err:
             problems.append(str(err))
             continue
         if new != first.source:
@@ -311,7 +314,7 @@ def sync(root: Path | None = None, check: bool = False) -> list[str]:
         text = path.read_text(encoding="utf-8")
         try:
             new = replace_block(text, body, path.name)
-        except ValueError as err:
+        except DataError as err:
             problems.append(str(err))
             continue
         if new != text:

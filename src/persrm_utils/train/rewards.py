@@ -21,6 +21,7 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from persrm_utils.errors import ConfigError
 from persrm_utils.judge.format import full_answer, parse_verdict
 from persrm_utils.tags import ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
@@ -131,7 +132,10 @@ def group_signal(rewards: Sequence[float], group_size: int) -> dict[str, float]:
     """
 
     if group_size < 2 or len(rewards) % group_size:
-        raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
+        raise ConfigError(
+            f"{len(rewards)} rewards do not split into groups of {group_size}",
+            "pass the rewards of whole groups, in order, and a group size of at least 2",
+        )
     groups = [rewards[i : i + group_size] for i in range(0, len(rewards), group_size)]
     stds = [statistics.pstdev(g) for g in groups]
     return {
