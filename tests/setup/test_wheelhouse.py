@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from persrm_utils.errors import ConfigError
-from persrm_utils.setup.import_check import IMPORTS, plan, run_check, unsloth_first
+from persrm_utils.setup.import_check import IMPORTS, plan, run_check
+from persrm_utils.setup.import_order import unsloth_first
 from persrm_utils.setup.pins import normalize
 from persrm_utils.setup.wheelhouse import (
     FROM_PINS,

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from persrm_utils.setup.import_order import cuda_available
+
 #: (module, names taken from it), in import order. torch comes first: whether CUDA exists decides
 #: whether unsloth is imported, and unsloth must then come before transformers, peft and trl.
 IMPORTS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -44,12 +46,6 @@ def missing_modules(names: Sequence[str] = UNSLOTH_NEEDS) -> list[str]:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 
-def _cuda() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())
-
-
 def plan(cuda: bool) -> list[tuple[str, tuple[str, ...]]]:
     """The imports in order: torch, then unsloth when ``cuda``, then the rest."""
     first, *rest = IMPORTS
@@ -65,7 +61,7 @@ def run_check(
     if cuda is None:
         try:
             importer("torch")
-            cuda = _cuda()
+            cuda = cuda_available()
         except Exception:
             cuda = False
     for module, names in plan(cuda):
@@ -82,40 +78,6 @@ def run_check(
     if not cuda:
         ok.append("unsloth: not imported (no CUDA GPU here; it imports only on one)")
     return ok, failed
-
-
-#: The libraries unsloth patches; imported before it, they run unpatched and unsloth warns that
-#: training "may be slower".
-PATCHED_BY_UNSLOTH = ("transformers", "trl", "peft")
-
-
-def unsloth_first(
-    cuda: bool | None = None,
-    importer: Callable[[str], Any] = importlib.import_module,
-    loaded: Sequence[str] | None = None,
-) -> str:
-    """Import unsloth now when CUDA and unsloth are both here; say what was done and why.
-
-    A notebook that builds LoRA or NF4 by hand imports transformers, peft and bitsandbytes long
-    before ``load_model`` imports unsloth; on a GPU unsloth then warns that it was imported too
-    late and may be slower. Called first thing, before those imports, this keeps a GPU run clean;
-    on a CPU (or without unsloth) it does nothing and imports nothing but torch.
-    """
-    if importlib.util.find_spec("unsloth") is None:
-        return "unsloth is not installed: plain transformers + peft"
-    if cuda is None:
-        cuda = _cuda()
-    if not cuda:
-        return "no CUDA GPU: unsloth is not used here"
-    present = set(sys.modules if loaded is None else loaded)
-    early = [m for m in PATCHED_BY_UNSLOTH if m in present]
-    importer("unsloth")
-    if early:
-        return (
-            f"unsloth imported after {', '.join(early)}: restart the runtime and run from the "
-            "top, so that it comes first"
-        )
-    return "unsloth imported first, before transformers, trl and peft"
 
 
 def main() -> int:
