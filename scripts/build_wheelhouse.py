@@ -3,8 +3,9 @@
     python scripts/build_wheelhouse.py                          # Python 3.12, x86_64 -> wheelhouse/
     python scripts/build_wheelhouse.py --python 3.11 --arch aarch64 --out wh-arm
 
-Run it where pip can reach the package index; copy the folder to the GPU machine and install it
-there with `bash scripts/install_offline.sh wheelhouse/` (no network needed). The GPU machine
+Run it where pip can reach the package index; copy the folder (every part1/, part2/, ... in it:
+each part stays under 60 MiB, so one fits through a 64 MiB transfer) to the GPU machine and install
+it there with `bash scripts/install_offline.sh wheelhouse/` (no network needed). The GPU machine
 must already have a CUDA torch, transformers, peft and accelerate (see the README).
 """
 
@@ -28,9 +29,12 @@ def main() -> int:
     parser.add_argument("--out", default="wheelhouse")
     args = parser.parse_args()
     info = build(Path(args.out), args.python, args.arch)
-    print(f"{len(info['wheels'])} wheels, {info['size_mb']} MB in {args.out}/ "
+    n = sum(len(p["wheels"]) for p in info["parts"])
+    print(f"{n} wheels, {info['total_mib']} MiB in {len(info['parts'])} parts under {args.out}/ "
           f"(Python {args.python}, {args.arch}; Unsloth's {info['unsloth_files_stripped']} "
-          "web-app files left out)")  # fmt: skip
+          "web-app files left out):")  # fmt: skip
+    for part in info["parts"]:
+        print(f"  {part['folder']}: {len(part['wheels'])} wheels, {part['mib']} MiB")
     return 0
 
 

@@ -1,6 +1,6 @@
-"""Prove the GPU path in one command, offline, in about 8 minutes: writes gpu_check/.
+"""Prove the GPU path in one command, offline, in under 10 minutes: writes gpu_check/.
 
-    python scripts/gpu_check.py                         # on one GPU: every part, 8 minutes
+    python scripts/gpu_check.py                         # on one GPU: every part, under 10 minutes
     python scripts/gpu_check.py --smollm2 SmolLM2-135M-Instruct.Q4_1.gguf --c50 C50/
     python scripts/gpu_check.py --dry-run --out /tmp/check   # any CPU: every part, one step each
 

@@ -35,6 +35,10 @@ class ModelUnavailableError(PersRMError):
     """A profile's model cannot be loaded on this machine (offline, missing package, no GPU)."""
 
 
+class InstallError(PersRMError):
+    """An install step failed, or changed something it must leave alone (Colab's CUDA torch)."""
+
+
 class TrainingError(PersRMError):
     """Training ran but produced something unusable (a NaN or infinite loss or gradient)."""
 

@@ -16,6 +16,9 @@ ENV_HOME = "PERSRM_HOME"  # the project root (holds notebooks/, data/)
 ENV_RUNS = "PERSRM_RUNS_DIR"  # where run folders are created (default: <home>/runs)
 ENV_CACHE = "PERSRM_CACHE_DIR"  # model caches (default: ~/.cache/persrm)
 ENV_C50 = "PERSRM_C50_DIR"  # a local copy of Reuters C50 (C50train/, C50test/)
+#: "1": when no local copy of Reuters C50 is found, download it into <home>/data/reuters_c50 (the
+#: Colab install cell sets it; elsewhere the corpus is never fetched behind the learner's back).
+ENV_C50_FETCH = "PERSRM_C50_FETCH"
 
 
 def _looks_like_project(path: Path) -> bool:

@@ -165,3 +165,34 @@ def test_random_model_dir_builds_the_architecture_it_is_given(tmp_path):
     assert config["vocab_size"] == 1000 and config["tie_word_embeddings"] is True
     assert (target / "tokenizer.json").is_file()
     assert random_model_dir(target, small) == target  # built once
+
+
+def test_caps_leave_unsloth_room_and_the_total_stays_under_ten_minutes():
+    """At 195 s for the whole mechanics part, Unsloth had under 93 s for a cold import, 4-bit
+    quantization on load, SFT steps and the compile of its first GRPO step: it timed out
+    instead of recording a result."""
+    from persrm_utils.bench.check_options import DEFAULT_CAPS, UNSLOTH_SHARE, CheckOptions
+    from persrm_utils.bench.gpu_parts import backend_seconds
+
+    assert sum(DEFAULT_CAPS.values()) <= 570  # plus start-up: under 10 minutes
+    assert CheckOptions().mechanics_steps == (2, 1)
+    left = DEFAULT_CAPS["mechanics"] - 15 - 40  # the part's margin, a 1.5B build
+    unsloth = backend_seconds(left, ["unsloth", "transformers"])
+    assert unsloth == pytest.approx(UNSLOTH_SHARE * left) and unsloth >= 140
+    assert backend_seconds(left - unsloth, ["transformers"]) == left - unsloth
+    assert backend_seconds(100, ["transformers", "unsloth"]) == 50
+
+
+def test_unsloth_import_names_missing_dependencies(monkeypatch):
+    """unsloth's trainer patching imports datasets and pyarrow: on an image without them the
+    report showed only the last traceback line from deep inside unsloth."""
+    import importlib.util
+
+    from persrm_utils.bench import gpu_parts
+    from persrm_utils.bench.timebox import Deadline
+
+    real = importlib.util.find_spec
+    present = {"unsloth": object(), "unsloth_zoo": object(), "pyarrow": None}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: present.get(name, real(name)))
+    out = gpu_parts._unsloth_import(Deadline.after(30))
+    assert out["importable"] is False and out["detail"].startswith("pyarrow missing")

@@ -257,9 +257,9 @@ def test_download_unpacks_nested_zip_and_says_it_is_unverified(
 ) -> None:
     archive = _uci_like_archive(tmp_path)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    root = download_c50(tmp_path / "dest", url=archive.as_uri(), sha256=None)
+    root = download_c50(tmp_path / "dest", url=archive.as_uri(), sha256=None, expect=(2, 2))
     out = capsys.readouterr().out
-    assert digest in out and "NOT verified" in out
+    assert digest in out and "no checksum recorded yet" in out
     assert check_c50_layout(root) == ["train", "test"]
     assert len(load_c50(root)) == 8
     assert not list((tmp_path / "dest").glob("*.part"))
@@ -268,7 +268,7 @@ def test_download_unpacks_nested_zip_and_says_it_is_unverified(
 def test_download_checks_the_checksum(tmp_path: Path) -> None:
     archive = _uci_like_archive(tmp_path)
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    root = download_c50(tmp_path / "ok", url=archive.as_uri(), sha256=digest.upper())
+    root = download_c50(tmp_path / "ok", url=archive.as_uri(), sha256=digest.upper(), expect=(2, 2))
     assert (root / "C50train").is_dir()
     with pytest.raises(DataError, match="checksum mismatch"):
         download_c50(tmp_path / "bad", url=archive.as_uri(), sha256="0" * 64)
@@ -287,6 +287,43 @@ def test_download_failure_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="could not download") as info:
         download_c50(tmp_path / "d", url=(tmp_path / "missing.zip").as_uri())
     assert paths.ENV_C50 in str(info.value)
+
+
+def test_download_counts_authors_and_texts_when_no_checksum_is_recorded(tmp_path: Path) -> None:
+    """With no SHA-256 recorded, the counts are the verification: an archive that unpacks to
+    2 authors x 2 texts must not pass as Reuter_50_50 (50 x 50 per split)."""
+    archive = _uci_like_archive(tmp_path)
+    with pytest.raises(DataError, match="holds 2 author folders, Reuter_50_50 has 50"):
+        download_c50(tmp_path / "d", url=archive.as_uri(), sha256=None)
+    with pytest.raises(DataError, match=r"holds 2 \.txt files, every Reuter_50_50 author has 3"):
+        download_c50(tmp_path / "e", url=archive.as_uri(), sha256=None, expect=(2, 3))
+
+
+def test_missing_corpus_is_fetched_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Colab sets PERSRM_C50_FETCH=1 (a fresh runtime has no corpus); elsewhere a missing corpus
+    stays an error instead of a download behind the learner's back."""
+    home = tmp_path / "home"
+    (home / "notebooks").mkdir(parents=True)
+    (home / "pyproject.toml").write_text("")
+    monkeypatch.setenv(paths.ENV_HOME, str(home))
+    monkeypatch.delenv(paths.ENV_C50, raising=False)
+    monkeypatch.delenv(paths.ENV_C50_FETCH, raising=False)
+    calls: list[Path] = []
+
+    def fake_download(dest: Path) -> Path:
+        calls.append(dest)
+        return _fake_c50(dest)
+
+    monkeypatch.setattr(corpus, "download_c50", fake_download)
+    with pytest.raises(DataError, match="no local copy of Reuters C50"):
+        corpus.default_c50_root()
+    assert calls == []
+    monkeypatch.setenv(paths.ENV_C50_FETCH, "1")
+    root = corpus.default_c50_root()
+    assert calls == [home / "data" / "reuters_c50"] and (root / "C50train").is_dir()
+    assert corpus.default_c50_root() == root and len(calls) == 1  # found, not fetched again
 
 
 def test_no_checksum_is_claimed() -> None:

@@ -12,7 +12,13 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from persrm_utils.paths import project_root
-from persrm_utils.setup.colab import badge_markdown, colab_pins, colab_url, install_cell_source
+from persrm_utils.setup.colab import (
+    COLAB_HEADER,
+    badge_markdown,
+    colab_pins,
+    colab_url,
+    install_cell_source,
+)
 from persrm_utils.setup.notebooks import (
     INSTALL_TAG,
     committed_notebooks,
@@ -142,3 +148,15 @@ def test_install_cell_is_a_noop_outside_colab():
     namespace: dict = {}
     exec(compile(source, "install_cell", "exec"), namespace)  # must not install anything here
     assert namespace["IN_COLAB"] is False
+
+
+def test_every_notebook_tells_a_colab_user_the_runtime_and_profile():
+    """A learner who opens a badge gets a CPU runtime and PROFILE = "smoke" unless told."""
+    assert "T4 GPU" in COLAB_HEADER and 'PROFILE = "t4"' in COLAB_HEADER
+    for path in committed_notebooks():
+        nb = nbformat.read(path, as_version=4)
+        assert COLAB_HEADER in nb.cells[0].source, path.name
+        cell = next(c for c in nb.cells if INSTALL_TAG in c.metadata.get("tags", []))
+        first = cell.source.splitlines()[0]
+        assert first.startswith("# @title ") and first.endswith('{ display-mode: "form" }')
+        assert cell.metadata.get("cellView") == "form", path.name

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from persrm_utils.bench.check_options import INSTALL_HINT
+from persrm_utils.bench.check_options import INSTALL_HINT, UNSLOTH_SHARE
 from persrm_utils.bench.judging_speed import throughput
 from persrm_utils.bench.mechanics import BACKENDS, build_in_child, child_env, compare, run_backend
 from persrm_utils.bench.timebox import Deadline, run_capped
@@ -27,6 +27,7 @@ from persrm_utils.models.smollm2 import find_smollm2
 from persrm_utils.models.tiny import seed_texts, tiny_model_dir
 from persrm_utils.profiles import get_profile
 from persrm_utils.run.folders import package_versions
+from persrm_utils.setup.import_check import missing_modules
 
 if TYPE_CHECKING:
     from persrm_utils.bench.check_options import CheckOptions, Recorder
@@ -43,6 +44,9 @@ def _unsloth_import(deadline: Deadline) -> dict[str, Any]:
 
     if importlib.util.find_spec("unsloth") is None:
         return {"importable": False, "detail": f"not installed: {INSTALL_HINT}"}
+    gone = missing_modules()
+    if gone:  # name them, instead of the last line of a traceback from deep inside unsloth
+        return {"importable": False, "detail": f"{', '.join(gone)} missing: {INSTALL_HINT}"}
     code = "import unsloth, sys; print('UNSLOTH', unsloth.__version__)"
     run = run_capped([sys.executable, "-c", code], max(5.0, deadline.left()), env=child_env())
     line = next((ln for ln in run.stdout.splitlines() if ln.startswith("UNSLOTH ")), None)
@@ -83,6 +87,14 @@ def environment_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> N
 
 
 # --- part 2 ------------------------------------------------------------------------------
+
+
+def backend_seconds(left: float, todo: list[str]) -> float:
+    """The time for ``todo[0]`` out of ``left``: Unsloth's share is larger while plain TRL still
+    waits, because it also pays a cold import and the compile of its first GRPO step."""
+    if len(todo) == 1:
+        return left
+    return left * (UNSLOTH_SHARE if todo[0] == "unsloth" else 1.0 / len(todo))
 
 
 def mechanics_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None:
@@ -130,7 +142,7 @@ def mechanics_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> Non
             elif backend == "unsloth" and importlib.util.find_spec("unsloth") is None:
                 results[backend] = {"status": "skipped", "reason": INSTALL_HINT}
             else:
-                seconds = deadline.left() / (len(todo) - i)
+                seconds = backend_seconds(deadline.left(), todo[i:])
                 work = Path(opts.out) / "work" / "mechanics"
                 results[backend] = run_backend(
                     "t4", overrides, backend, sft_steps, grpo_steps, seconds, work

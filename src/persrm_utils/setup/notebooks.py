@@ -1,7 +1,9 @@
 """Keep the committed notebooks clean and in step with the package.
 
 Committed notebooks carry no outputs (executed copies live in run folders), the standard Colab
-install cell generated from the pins, and a Colab badge generated from their own file name.
+install cell generated from the pins (a collapsed form cell on Colab), and in their title cell a
+Colab badge generated from their own file name followed by the line that tells a Colab user which
+runtime and profile to choose.
 ``python scripts/sync_notebooks.py`` rewrites them; ``--check`` (and the tests) only report.
 """
 
@@ -12,11 +14,14 @@ from pathlib import Path
 import nbformat
 
 from persrm_utils.paths import notebooks_dir
-from persrm_utils.setup.colab import badge_markdown, install_cell_source
+from persrm_utils.setup.colab import COLAB_HEADER, badge_markdown, install_cell_source
 
 INSTALL_TAG = "colab-install"
 PARAMETERS_TAG = "parameters"
 BADGE_PREFIX = "[![Open In Colab]"
+HEADER_PREFIX = "**On Colab:**"
+#: Colab shows a code cell with this metadata as its form (the #@title line), code hidden.
+FORM_VIEW = {"cellView": "form"}
 SOLUTIONS_SUFFIX = "_solutions"
 
 
@@ -60,6 +65,8 @@ def problems(path: Path) -> list[str]:
         out.append(f"needs exactly one cell tagged '{INSTALL_TAG}', has {len(install)}")
     elif install[0].source.strip() != install_cell_source().strip():
         out.append("the Colab install cell differs from the pins (run scripts/sync_notebooks.py)")
+    elif install[0].metadata.get("cellView") != FORM_VIEW["cellView"]:
+        out.append("the Colab install cell is not a collapsed form (run scripts/sync_notebooks.py)")
     if len(_tagged(nb, PARAMETERS_TAG)) != 1:
         out.append(f"needs exactly one cell tagged '{PARAMETERS_TAG}' (papermill parameters)")
     first = nb.cells[0] if nb.cells else None
@@ -69,6 +76,8 @@ def problems(path: Path) -> list[str]:
         or badge_markdown(path.name) not in first.source
     ):
         out.append("the first markdown cell lacks its Colab badge (run scripts/sync_notebooks.py)")
+    elif COLAB_HEADER not in first.source:
+        out.append("the first markdown cell lacks the Colab runtime/profile line (run sync)")
     return out
 
 
@@ -84,11 +93,13 @@ def sync(path: Path) -> bool:
         cell.get("metadata", {}).pop("papermill", None)
     for cell in _tagged(nb, INSTALL_TAG):
         cell.source = install_cell_source().rstrip("\n")
+        cell.metadata.update(FORM_VIEW)
     first = nb.cells[0]
-    lines = [ln for ln in first.source.splitlines() if not ln.startswith(BADGE_PREFIX)]
+    lines = [
+        ln for ln in first.source.splitlines() if not ln.startswith((BADGE_PREFIX, HEADER_PREFIX))
+    ]
     insert_at = 1 if lines and lines[0].startswith("#") else 0
-    lines.insert(insert_at, "")
-    lines.insert(insert_at + 1, badge_markdown(path.name))
+    lines[insert_at:insert_at] = ["", badge_markdown(path.name), "", COLAB_HEADER, ""]
     # collapse the blank lines the badge shuffle may have doubled
     text = "\n".join(lines)
     while "\n\n\n" in text:
