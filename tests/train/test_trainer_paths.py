@@ -25,7 +25,7 @@ SFT_ROWS = [
     {"messages": [
         {"role": "system", "content": "You judge."},
         {"role": "user", "content": f"Pair {i}: which response, A or B?"},
-        {"role": "assistant", "content": "<think> short sentences </think>\n<answer>[[A]]</answer>"},
+        {"role": "assistant", "content": "<think> short </think>\n<answer>[[A]]</answer>"},
     ]}
     for i in range(4)
 ]  # fmt: skip
@@ -108,7 +108,8 @@ def _recording(base):
 for _name in ("SFTTrainer", "GRPOTrainer", "RewardTrainer"):
     globals()["Unsloth" + _name] = _recording(getattr(trl, _name))
     setattr(trl, _name, globals()["Unsloth" + _name])
-for _name in ("SFTConfig", "GRPOConfig", "RewardConfig"):  # module attributes: checkpoints pickle them
+# module attributes, because checkpoints pickle the config
+for _name in ("SFTConfig", "GRPOConfig", "RewardConfig"):
     globals()["Unsloth" + _name] = type("Unsloth" + _name, (getattr(trl, _name),), {})
     setattr(trl, _name, globals()["Unsloth" + _name])
 '''
