@@ -90,3 +90,39 @@ def test_parse_overrides_reads_json_values_and_plain_strings():
     assert got == {"sft_max_steps": 10, "load_in_4bit": True, "model_name": "Qwen/Qwen2.5-0.5B"}
     with pytest.raises(ConfigError, match="field=value"):
         parse_overrides(["sft_max_steps"])
+
+
+def _trl_accepts(tmp_path, batch: int, accum: int, group: int) -> bool:
+    from trl import GRPOConfig
+
+    try:
+        GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none",
+                   per_device_train_batch_size=batch, gradient_accumulation_steps=accum,
+                   num_generations=group)  # fmt: skip
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("group", [2, 3, 4, 8])
+@pytest.mark.parametrize("accum", [1, 2, 4])
+@pytest.mark.parametrize("batch", [1, 2, 3, 4, 8])
+def test_grpo_group_rule_accepts_exactly_what_trl_accepts(batch, accum, group, tmp_path):
+    """TRL raises "generation_batch_size (8) must be divisible by num_generations (3)" only when
+    GRPOConfig is built, after the model has loaded; the profile refuses the same combinations
+    up front (one process), and no others."""
+    try:
+        get_profile("smoke", grpo_batch_size=batch, grpo_grad_accum=accum,
+                    grpo_num_generations=group)  # fmt: skip
+        ours = True
+    except ConfigError:
+        ours = False
+    assert ours == _trl_accepts(tmp_path, batch, accum, group)
+
+
+def test_a_bad_group_size_names_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"= 8 .*valid grpo_num_generations for it: 2, 4, 8"):
+        get_profile("t4", grpo_num_generations=3)
+    with pytest.raises(ConfigError, match="no group size fits"):
+        get_profile("smoke", grpo_batch_size=1, grpo_num_generations=2)
+    assert get_profile("t4", grpo_batch_size=4, grpo_grad_accum=2).grpo_num_generations == 4

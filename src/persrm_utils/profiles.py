@@ -15,7 +15,15 @@ import difflib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from persrm_utils.errors import ConfigError
 from persrm_utils.tags import answer_prefix
@@ -91,9 +99,19 @@ class Profile(BaseModel):
     sft_learning_rate: float = Field(gt=0)
 
     # --- GRPO ------------------------------------------------------------------------------
-    grpo_batch_size: int = Field(gt=0, description="prompts x generations per step, per device")
+    grpo_batch_size: int = Field(
+        gt=0,
+        description="completions per device and micro-step; out of memory: halve it and "
+        "double grpo_grad_accum",
+    )
+    grpo_grad_accum: int = Field(
+        default=1,
+        gt=0,
+        description="micro-steps per optimizer step; grpo_batch_size x grpo_grad_accum must be "
+        "a multiple of grpo_num_generations",
+    )
     grpo_num_generations: int = Field(
-        ge=2, description="group size G: completions per prompt; lower if out of memory"
+        ge=2, description="group size G: completions per prompt; must divide the generation batch"
     )
     grpo_max_steps: int = Field(gt=0)
     grpo_learning_rate: float = Field(gt=0)
@@ -187,6 +205,32 @@ class Profile(BaseModel):
     # --- what to expect (measured figures only) ----------------------------------------------
     expected_runtime: str = NOT_MEASURED
     expected_memory: str = NOT_MEASURED
+
+    @model_validator(mode="after")
+    def _grpo_groups_fit(self) -> Profile:
+        """TRL's rule (``GRPOConfig.__post_init__``, trl 1.14.2), checked before any model loads.
+
+        The generation batch, ``grpo_batch_size x grpo_grad_accum`` (x the number of processes),
+        must hold whole groups of ``grpo_num_generations``, and a group needs 2 completions to
+        have an advantage. TRL raises deep inside ``GRPOConfig``; Unsloth instead silently sets
+        the batch size to the group size. Checked here with one process: more processes only
+        multiply a batch that already holds whole groups.
+        """
+        batch = self.grpo_batch_size * self.grpo_grad_accum
+        group = self.grpo_num_generations
+        if group >= 2 and batch % group == 0:
+            return self
+        valid = [g for g in range(2, batch + 1) if batch % g == 0]
+        options = (
+            f"valid grpo_num_generations for it: {', '.join(map(str, valid))}"
+            if valid
+            else "no group size fits it: raise grpo_batch_size or grpo_grad_accum"
+        )
+        raise ValueError(
+            f"grpo_batch_size x grpo_grad_accum = {self.grpo_batch_size} x "
+            f"{self.grpo_grad_accum} = {batch} completions per generation round must be a "
+            f"multiple of grpo_num_generations = {group} (TRL generates whole groups); {options}"
+        )
 
     @property
     def answer_prefix(self) -> str:
@@ -399,6 +443,11 @@ def _build(name: str, values: dict[str, Any], overrides: dict[str, Any]) -> Prof
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
+        if not field:  # a rule across fields (a model validator): its message names them
+            raise ConfigError(
+                f"Profile '{name}': {first['msg'].removeprefix('Value error, ')}.",
+                "Change the fields the message names (override them together if needed).",
+            ) from None
         value = overrides.get(field, values.get(field))
         raise ConfigError(
             f"Profile '{name}': field '{field}' = {value!r} is not valid ({first['msg']}).",

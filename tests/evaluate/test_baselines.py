@@ -357,3 +357,26 @@ def test_bt_referee_says_whether_the_real_text_scores_higher(trained_bt, smoke):
                                         for t in (pair.chosen, pair.rejected)])  # fmt: skip
     assert real["t1"] == pytest.approx(r)
     assert outcomes["t1"] == [1.0 if r > n else 0.0 if r < n else 0.5, 0.5]  # itself: a tie
+
+
+def test_bt_keeps_a_4bit_models_adapters_in_float32(smoke, tiny_cache, one_thread, tmp_path,
+                                                    monkeypatch):  # fmt: skip
+    """TRL 1.14.2's RewardTrainer casts a 4-bit model's trainable weights to bf16
+    (reward_trainer.py:535); under fp16 the GradScaler then fails ("not implemented for
+    'BFloat16'"). The LoRA matrices and the score head must train in float32."""
+    import torch
+
+    from persrm_utils.evaluate import baselines
+
+    real = baselines._load_seqcls
+
+    def quantized(*args, **kwargs):
+        model, tokenizer = real(*args, **kwargs)
+        model.is_loaded_in_4bit = True  # the one attribute TRL reads
+        return model, tokenizer
+
+    monkeypatch.setattr(baselines, "_load_seqcls", quantized)
+    pairs_by_split, by_id = smoke
+    rows = bt_rows(pairs_by_split["train"][:2], by_id, k=1)
+    model, _, _ = train_bt(get_profile("smoke"), rows, tmp_path, max_steps=1, max_length=4096)
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}

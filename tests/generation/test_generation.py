@@ -211,6 +211,33 @@ def test_sampling_depends_on_the_seed_only(backend):
     assert mixed[4].text != alone
 
 
+def test_sampled_requests_share_one_generate_call_and_keep_their_own_seed(tiny, monkeypatch):
+    """Sampled requests used to run one ``generate`` call each (a GRPO pre-flight group of G, or
+    N best-of-N drafts, cost G or N calls). Batched, each row still samples under its own seed:
+    the same text as alone, in the order asked."""
+    model, tokenizer = tiny
+    backend = TransformersBackend(model, tokenizer, batch_size=8)
+    reqs = [
+        GenRequest(r.messages, r.max_new_tokens, temperature=t, seed=s, meta=r.meta)
+        for r, t, s in zip(varied_requests(6, seed=3), (1.0, 0.7, 1.0, 1.3, 1.0, 1.0),
+                           (5, 6, 7, 8, 9, 5), strict=True)
+    ]  # fmt: skip
+    calls = []
+    real = model.generate
+
+    def counting(*args, **kwargs):
+        calls.append(len(kwargs["input_ids"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", counting)
+    batched = backend.generate(reqs)
+    assert calls == [6]
+    single = [backend.generate([r])[0] for r in reqs]
+    assert [r.text for r in batched] == [r.text for r in single]
+    assert [r.meta for r in batched] == [r.meta for r in reqs]
+    assert len({r.text for r in batched}) > 3  # the samples differ: the comparison means something
+
+
 def test_out_of_memory_splits_the_batch(backend, monkeypatch):
     import torch
 

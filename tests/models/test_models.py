@@ -171,3 +171,61 @@ def test_smollm2_loads_offline_and_answers_sensibly():
     out = model.generate(**batch, max_new_tokens=16, do_sample=False)
     answer = tok.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def _fake_hub_cache(root, repo_id: str) -> None:
+    """A Hugging Face cache entry holding ``repo_id``'s config.json (what the check looks for)."""
+    folder = root / ("models--" + repo_id.replace("/", "--"))
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("abc123")
+    (folder / "snapshots" / "abc123").mkdir(parents=True)
+    (folder / "snapshots" / "abc123" / "config.json").write_text("{}")
+
+
+def test_unsloth_loads_its_own_4bit_repo_so_offline_that_repo_must_be_cached(monkeypatch,
+                                                                             tmp_path):  # fmt: skip
+    """With Unsloth and 4-bit, ``Qwen/Qwen2.5-1.5B-Instruct`` is loaded from
+    ``unsloth/Qwen2.5-1.5B-Instruct-unsloth-bnb-4bit`` (unsloth/models/mapper.py): a cached Qwen
+    repo used to pass the check, and the load then failed offline on a repo nobody named."""
+    from huggingface_hub import constants
+
+    assert models.loaded_repo(get_profile("t4"), "unsloth", "Qwen/Qwen2.5-1.5B-Instruct") == (
+        "unsloth/Qwen2.5-1.5B-Instruct-unsloth-bnb-4bit"
+    )
+    assert models.loaded_repo(get_profile("24gb"), "unsloth", "Qwen/Qwen2.5-7B-Instruct") == (
+        "unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit"
+    )
+    t4_16bit = get_profile("t4", load_in_4bit=False)
+    assert models.loaded_repo(t4_16bit, "unsloth", t4_16bit.model_name) == (
+        "unsloth/Qwen2.5-1.5B-Instruct"
+    )
+    assert models.loaded_repo(get_profile("t4"), "transformers", "Qwen/Qwen2.5-1.5B-Instruct") == (
+        "Qwen/Qwen2.5-1.5B-Instruct"
+    )
+    _fake_hub_cache(tmp_path, "Qwen/Qwen2.5-1.5B-Instruct")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(models, "unsloth_installed", lambda: True)
+    with pytest.raises(ModelUnavailableError) as err:
+        load_model(get_profile("t4"), hardware=_gpu())
+    msg = str(err.value)
+    assert "hf download unsloth/Qwen2.5-1.5B-Instruct-unsloth-bnb-4bit" in msg
+    assert "in place of Qwen/Qwen2.5-1.5B-Instruct" in msg
+
+
+def test_the_unsloth_repo_table_matches_unsloths_mapper():
+    """The table is copied from unsloth 2026.10.9; where unsloth is installed, read its mapper
+    file directly (it imports nothing heavy) and check the copy still holds."""
+    import importlib.machinery
+    from importlib import metadata
+
+    try:
+        files = metadata.files("unsloth") or []
+    except metadata.PackageNotFoundError:
+        pytest.skip("unsloth is not installed here")
+    mapper = next((f for f in files if str(f).endswith("unsloth/models/mapper.py")), None)
+    if mapper is None:
+        pytest.skip("unsloth's mapper.py not found")
+    module = importlib.machinery.SourceFileLoader("_mapper", str(mapper.locate())).load_module()
+    for asked, repo in models.UNSLOTH_4BIT_REPO.items():
+        assert module.FLOAT_TO_INT_MAPPER[asked.lower()] == repo

@@ -128,3 +128,47 @@ def test_preflight_samples_a_group_per_prompt(smoke_rows, tmp_path, monkeypatch)
                                    strict=True)]  # fmt: skip
     assert group_signal(total, 3)["groups"] == 2
     assert len(REWARD_FUNCS) == 2
+
+
+def test_kl_reference_is_the_base_model_and_no_ref_adapter_is_saved(smoke_rows, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """Plain TRL 1.14.2 gives a PeftModel with beta > 0 a frozen "ref" copy of the starting
+    (SFT) adapter as reference, and saves it to adapter/ref/; Unsloth uses the base model. With
+    the copy, the first step's KL is exactly 0 (reference = policy); with the base it is not."""
+    from peft import get_peft_model
+
+    from persrm_utils.models.loader import load_model, lora_config
+
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    profile = get_profile("smoke", grpo_max_steps=1, max_completion_length=8)
+    sft = get_peft_model(load_model(profile).model, lora_config(profile))
+    with torch.no_grad():  # an "SFT adapter" that moved away from the base model
+        for name, param in sft.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
+    sft.save_pretrained(tmp_path / "sft")
+    policy = load_policy(profile, tmp_path / "sft")
+    result = train_grpo(profile, smoke_rows[:4], tmp_path / "grpo", REWARD_FUNCS, loaded=policy,
+                        resume=False, beta=0.1)  # fmt: skip
+    assert "ref" not in policy.model.peft_config
+    assert not (tmp_path / "grpo" / "adapter" / "ref").exists()
+    assert result.history[0]["kl"] > 0
+
+
+def test_sampling_a_group_is_one_generate_call_per_group(smoke_rows, tmp_path, monkeypatch):
+    """Sampled requests used to run one ``generate`` call each: G calls per pre-flight prompt."""
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    policy = load_policy(get_profile("smoke"), None)
+    calls = []
+    real = policy.model.generate
+
+    def counting(*args, **kwargs):
+        calls.append(len(kwargs["input_ids"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policy.model, "generate", counting)
+    texts = sample_groups(policy, smoke_rows[:2], group_size=3, max_new_tokens=6, seed=1)
+    assert calls == [3, 3] and len(texts) == 6
+    monkeypatch.setattr(policy.model, "generate", real)
+    again = sample_groups(policy, smoke_rows[:2], group_size=3, max_new_tokens=6, seed=1)
+    assert again == texts, "seeded sampling must be reproducible"

@@ -175,3 +175,31 @@ def test_grpo_of_a_policy_with_the_persrm_as_reward_changes_the_policy(
     assert all("rewards/persrm_win_rate/mean" in h for h in result.history)
     after = dict(policy.model.named_parameters())
     assert all(not torch.equal(before[n], after[n].detach()) for n in before)
+
+
+def test_drafts_are_generated_in_batches_in_the_order_asked(exemplars, tmp_path, monkeypatch):
+    """N sampled drafts per opening used to cost N ``generate`` calls each (sampled requests ran
+    one at a time); now one call per batch, each draft still under its own seed."""
+    from persrm_utils.generation.local import TransformersBackend
+    from persrm_utils.models.loader import load_model
+
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    policy = load_model(get_profile("smoke"))
+    tasks = bon_tasks(exemplars, n_tasks=2, k=1)
+    requests = draft_requests(tasks, n=4, max_words=6)
+    calls = []
+    real = policy.model.generate
+
+    def counting(*args, **kwargs):
+        calls.append(len(kwargs["input_ids"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(policy.model, "generate", counting)
+    backend = TransformersBackend(policy.model, policy.tokenizer, batch_size=8)
+    results = backend.generate(requests)
+    assert calls == [8]
+    assert [r.key for r in results] == [r.key for r in requests]
+    alone = backend.generate([requests[5]])[0]  # task 1, draft 1, on its own
+    assert results[5].text == alone.text
+    drafts = collect_drafts(tasks, results, 4)
+    assert [len(d) for d in drafts.values()] == [4, 4]

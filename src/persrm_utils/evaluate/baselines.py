@@ -36,10 +36,10 @@ from persrm_utils.errors import PersRMError
 from persrm_utils.hardware import choose_dtype_name, detect
 from persrm_utils.judge.format import exemplar_blocks, label, responses, shown_exemplars
 from persrm_utils.judge.judging import Judgement
-from persrm_utils.models.loader import resolve_source
+from persrm_utils.models.loader import import_backend_first, resolve_source
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
-from persrm_utils.train.trainer import peak_rss_mb
+from persrm_utils.train.trainer import keep_trainable_fp32, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +378,53 @@ def bt_lora_config(profile: Profile):
     )
 
 
+def bt_config_values(
+    profile: Profile,
+    output_dir: Path,
+    max_steps: int,
+    max_length: int,
+    cuda: bool,
+    capability=None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The ``RewardConfig`` arguments of :func:`train_bt`.
+
+    Every field whose default Unsloth changes
+    (:data:`~persrm_utils.train.trainer.UNSLOTH_CHANGED_DEFAULTS`) is passed: once unsloth is
+    imported (a profile that trains the judge with it), ``trl.RewardConfig`` is Unsloth's too.
+    """
+    dtype = choose_dtype_name(capability if cuda else None)
+    values: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=profile.sft_batch_size,  # x2 sequences: chosen and rejected
+        per_device_eval_batch_size=profile.sft_batch_size,
+        gradient_accumulation_steps=1,
+        eval_accumulation_steps=None,
+        learning_rate=profile.sft_learning_rate,
+        weight_decay=0.0,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        logging_steps=1,
+        logging_nan_inf_filter=False,
+        save_strategy="no",  # a baseline: trained in minutes, saved once at the end
+        max_length=max_length,
+        bf16=dtype == "bfloat16",  # RewardConfig defaults to bf16=True: refused on a CPU
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,  # RewardConfig defaults to True: pointless on a CPU
+        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        torch_empty_cache_steps=None,
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    values.update(overrides)
+    return values
+
+
 def train_bt(
     profile: Profile,
     rows: Sequence[Mapping[str, Any]],
@@ -402,6 +449,8 @@ def train_bt(
     Saves the model (adapter + head, or the full model) and tokenizer to ``output_dir/model`` and
     the stats to ``output_dir/bt_log.json``.
     """
+    hw = detect()
+    import_backend_first(profile, hw)  # before trl is imported: unsloth patches its trainers
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
@@ -414,7 +463,6 @@ def train_bt(
         )
     from transformers import set_seed
 
-    hw = detect()
     source = resolve_source(profile)
     # the score head and the LoRA matrices are drawn from the global RNG before RewardTrainer
     # seeds it: seed here, or the same run twice gives two different reward models
@@ -454,35 +502,16 @@ def train_bt(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    dtype = choose_dtype_name(hw.compute_capability if hw.cuda else None)
-    values: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=profile.sft_batch_size,  # x2 sequences: chosen and rejected
-        gradient_accumulation_steps=1,
-        learning_rate=profile.sft_learning_rate,
-        lr_scheduler_type="linear",
-        warmup_steps=0,
-        logging_steps=1,
-        save_strategy="no",  # a baseline: trained in minutes, saved once at the end
-        max_length=max_length,
-        bf16=dtype == "bfloat16",  # RewardConfig defaults to bf16=True: refused on a CPU
-        fp16=dtype == "float16",
-        use_cpu=not hw.cuda,
-        gradient_checkpointing=hw.cuda,  # RewardConfig defaults to True: pointless on a CPU
-        report_to="none",
-        seed=profile.seed,
-        data_seed=profile.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+    values = bt_config_values(
+        profile, output_dir, max_steps, max_length, hw.cuda, hw.compute_capability, **overrides
     )
-    values.update(overrides)
     trainer = RewardTrainer(
         model=model,
         args=RewardConfig(**values),
         train_dataset=Dataset.from_list([dict(r) for r in keep]),
         processing_class=tokenizer,
     )
+    keep_trainable_fp32(trainer.model)  # TRL made a 4-bit model's LoRA bf16: fp16 cannot scale it
     if len(trainer.train_dataset) != len(keep):  # our count and TRL's filter must agree
         raise PersRMError(
             f"RewardTrainer kept {len(trainer.train_dataset)} of {len(keep)} examples that fit "

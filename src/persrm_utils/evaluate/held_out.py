@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.judge.judging import Judgement, judge_pairs
-from persrm_utils.models.loader import load_model
+from persrm_utils.models.loader import load_model, release_memory
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl
 from persrm_utils.train.sft import ADAPTER, load_with_adapter
@@ -52,6 +52,9 @@ def judge_with_adapters(
 
     With ``k_zero`` the final model also judges every pair with *no* exemplars, which measures
     how much the exemplars contribute at all (the k = 0 point of the accuracy-vs-k plot).
+
+    One model is in memory at a time: each is dropped and its memory released before the next
+    loads, or on the ``24gb`` profile three 7B copies would sit on the GPU together.
     """
 
     n = profile.max_completion_length
@@ -61,6 +64,8 @@ def judge_with_adapters(
     out[BASE] = judge_pairs(base.model, base.tokenizer, pairs, by_id, n,
                             f"{profile.model_name}:base", both_orders=True,
                             batch_size=batch_size, prefix=prefix)  # fmt: skip
+    del base
+    release_memory()
     for name, folder in ((SFT, "sft"), (GRPO, "grpo")):
         adapter = run_path / folder / ADAPTER
         if not adapter.exists():
@@ -75,6 +80,8 @@ def judge_with_adapters(
             out[f"{GRPO}, k=0"] = judge_pairs(tuned.model, tuned.tokenizer, unseen, by_id, n,
                                               tag, both_orders=True, batch_size=batch_size,
                                               k=0, prefix=prefix)  # fmt: skip
+        del tuned
+        release_memory()
     return out
 
 

@@ -29,13 +29,15 @@ def _model_name(model: Any) -> str:
 
 
 class TransformersBackend:
-    """A model in this process: batched greedy decoding, or seeded sampling one at a time.
+    """A model in this process: batched greedy decoding and batched, per-request seeded sampling.
 
     Batches are left padded (a decoder-only model continues from the right end of each row, so the
     padding must sit on the left, with an attention mask) and built from the tokenizer's chat
-    template with ``add_generation_prompt=True``. Greedy requests are batched; sampled requests
-    run one at a time under their own seed, because a batch shares one random stream and a result
-    would otherwise depend on which other requests it happened to be batched with.
+    template with ``add_generation_prompt=True``. Greedy and sampled requests run in separate
+    batches. A sampled row draws its tokens from its own random generator, seeded with its
+    request's seed (:class:`_SeededSampler`), not from the stream the batch shares: so a result
+    does not depend on which other requests it was batched with, and a GRPO group or a set of
+    best-of-N drafts costs one ``generate`` call instead of one per sample.
 
     ``model_name`` overrides the name used in the cache identity; pass it whenever the weights in
     memory differ from what their name says (a LoRA adapter, a fine-tuned checkpoint), or the cache
@@ -99,8 +101,10 @@ class TransformersBackend:
             idx = greedy[start : start + self.batch_size]
             for i, res in zip(idx, self._run_batch([requests[i] for i in idx]), strict=True):
                 results[i] = res
-        for i in sampled:
-            results[i] = self._run_batch([requests[i]])[0]
+        for start in range(0, len(sampled), self.batch_size):
+            idx = sampled[start : start + self.batch_size]
+            for i, res in zip(idx, self._run_batch([requests[i] for i in idx]), strict=True):
+                results[i] = res
         return [r for r in results if r is not None]
 
     def _run_batch(self, batch: list[GenRequest]) -> list[GenResult]:
@@ -136,19 +140,25 @@ class TransformersBackend:
             add_special_tokens=False,
         ).to(model.device)
         longest = max(r.max_new_tokens for r in batch)
-        temperature = batch[0].temperature
         kwargs: dict[str, Any] = dict(
             max_new_tokens=longest,
             pad_token_id=self._pad_id,
             eos_token_id=self._eos_ids,
-        )
-        if temperature > 0:
+            # Greedy search over the scores: for sampled rows, the sampler below has already
+            # left one finite score per row, the token it drew, so "greedy" picks exactly that.
             # Plain temperature sampling, as the OpenAI API defines it, whatever top-p/top-k the
             # model's own generation config suggests: the same request means the same thing on
             # every backend.
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
+        if batch[0].temperature > 0:
+            from transformers import LogitsProcessorList
+
+            sampler = _SeededSampler([r.temperature for r in batch], [r.seed for r in batch])
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
         start = time.perf_counter()
         was_training = model.training
         model.eval()
@@ -185,6 +195,40 @@ class TransformersBackend:
             seconds=seconds,
             meta=req.meta,
         )
+
+
+class _SeededSampler:
+    """A logits processor that samples each row of a batch from its own seeded generator.
+
+    ``generate``'s own sampling draws every row from one shared random stream, so a row's sample
+    would depend on the rows batched with it. Here row ``i`` draws its next token from
+    softmax(scores / temperature_i) with a ``torch.Generator`` seeded with its request's seed,
+    one draw per step, and every other token is set to minus infinity; greedy search then takes
+    the drawn token. A request therefore gets the same text alone or in any batch (up to the
+    float rounding that left padding brings, as for greedy batches).
+    """
+
+    def __init__(self, temperatures: list[float], seeds: list[int]) -> None:
+        self.temperatures = temperatures
+        self.seeds = seeds
+        self.generators: list[Any] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if self.generators is None:
+            self.generators = [
+                torch.Generator(device=scores.device).manual_seed(seed) for seed in self.seeds
+            ]
+        probs = torch.softmax(
+            scores.float() / torch.tensor(self.temperatures, device=scores.device)[:, None], -1
+        )
+        picked = torch.stack(
+            [torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(self.generators)]
+        )
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), picked] = 0.0
+        return out
 
 
 def _rng_devices(model: Any) -> list[int]:

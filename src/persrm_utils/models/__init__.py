@@ -4,6 +4,6 @@ Unsloth.
 The names below are what the notebooks use; everything else is in the modules of this package.
 """
 
-from persrm_utils.models.loader import load_model
+from persrm_utils.models.loader import load_model, release_memory
 
-__all__ = ["load_model"]
+__all__ = ["load_model", "release_memory"]

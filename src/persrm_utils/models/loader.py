@@ -13,8 +13,10 @@ actually on?" is the first question when a run is slower than a tutorial promise
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +95,48 @@ def choose_backend(profile: Profile, hw: Hardware) -> tuple[Backend, str]:
     return "transformers", "no CUDA GPU: plain transformers + peft (Unsloth needs CUDA)"
 
 
+def import_backend_first(profile: Profile, hw: Hardware | None = None) -> Backend:
+    """Import unsloth now when this profile will train with it; return the backend chosen.
+
+    The one place the series enforces "unsloth before trl, transformers and peft". Unsloth
+    patches TRL at ``import unsloth`` by rebinding ``trl.SFTTrainer``, ``trl.GRPOTrainer``,
+    ``trl.GRPOConfig``, ... (unsloth 2026.10.9, ``unsloth/models/rl.py``,
+    ``patch_trl_rl_trainers``). A trainer or config class looked up *before* that import stays
+    TRL's own: the run then takes the plain path with Unsloth's model, or hands a plain
+    ``GRPOConfig`` to Unsloth's trainer without its config handling. So every entry point that
+    builds a trainer or a trainer config (``train_sft``, ``train_grpo``, ``train_bt``, the stage
+    commands, the command line) calls this first, and the package never imports trl at module
+    level.
+    """
+    backend, _ = choose_backend(profile, hw or detect())
+    if backend == "unsloth":
+        import unsloth  # noqa: F401  (imported for its patching of trl and transformers)
+    return backend
+
+
+#: What ``FastLanguageModel.from_pretrained`` loads for these names in 4-bit (unsloth 2026.10.9,
+#: ``unsloth/models/mapper.py``: the "-unsloth-bnb-4bit" dynamic quants), instead of the id asked.
+UNSLOTH_4BIT_REPO = {
+    "Qwen/Qwen2.5-0.5B-Instruct": "unsloth/Qwen2.5-0.5B-Instruct-unsloth-bnb-4bit",
+    "Qwen/Qwen2.5-1.5B-Instruct": "unsloth/Qwen2.5-1.5B-Instruct-unsloth-bnb-4bit",
+    "Qwen/Qwen2.5-7B-Instruct": "unsloth/Qwen2.5-7B-Instruct-unsloth-bnb-4bit",
+}
+#: The same in 16-bit: Unsloth's own copy of the weights.
+UNSLOTH_16BIT_REPO = {k: v.removesuffix("-unsloth-bnb-4bit") for k, v in UNSLOTH_4BIT_REPO.items()}
+
+
+def loaded_repo(profile: Profile, backend: Backend, source: str) -> str:
+    """The hub repository whose files will really be read, which is what must be cached offline.
+
+    On the Unsloth path a mapped Qwen2.5 id is swapped for Unsloth's repository (a different
+    download); everywhere else it is ``source`` itself.
+    """
+    if backend != "unsloth" or profile.model_source != "hub" or profile.model_path:
+        return source
+    table = UNSLOTH_4BIT_REPO if profile.load_in_4bit else UNSLOTH_16BIT_REPO
+    return table.get(source, source)
+
+
 def resolve_source(profile: Profile, texts: list[str] | None = None) -> str:
     """A local folder or hub id to load from; builds/converts the offline models on demand."""
     if profile.model_path:
@@ -112,8 +156,13 @@ def resolve_source(profile: Profile, texts: list[str] | None = None) -> str:
     return profile.model_name
 
 
-def _check_hub_available(model_name: str) -> None:
-    """Raise a clear error when a hub model is neither cached nor downloadable."""
+def _check_hub_available(model_name: str, asked: str | None = None) -> None:
+    """Raise a clear error when a hub model is neither cached nor downloadable.
+
+    ``model_name`` is the repository that will be loaded; ``asked`` the profile's id when the
+    backend swaps it for another (Unsloth), so the message explains why a cached ``asked`` is
+    not enough.
+    """
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
@@ -123,9 +172,14 @@ def _check_hub_available(model_name: str) -> None:
     if isinstance(cached, str):
         return
     if offline:
+        swapped = (
+            f" (Unsloth loads it in place of {asked}, so a cached {asked} is not used)"
+            if asked and asked != model_name
+            else ""
+        )
         raise ModelUnavailableError(
-            f"{model_name} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, "
-            "so it cannot be downloaded.",
+            f"{model_name} is not in the local Hugging Face cache{swapped} and HF_HUB_OFFLINE "
+            "is set, so it cannot be downloaded.",
             f"On a machine with internet run `hf download {model_name}` and copy the cache "
             "(~/.cache/huggingface) here, or pass model_path=<local folder>, or use the "
             "'smoke' or 'cpu' profile, whose models need no download.",
@@ -219,7 +273,7 @@ def _load_transformers(profile: Profile, source: str, hw: Hardware) -> tuple[Any
 
 
 def _load_unsloth(profile: Profile, source: str, hw: Hardware) -> tuple[Any, Any, str, list]:
-    # Unsloth must be imported before trl/transformers models are built so that it can patch them.
+    # Usually imported already by import_backend_first; importing it again is free.
     import unsloth
     from unsloth import FastLanguageModel
 
@@ -251,7 +305,7 @@ def load_model(
     start = time.perf_counter()
     source = resolve_source(profile, texts=texts)
     if profile.model_source == "hub" and not profile.model_path:
-        _check_hub_available(source)
+        _check_hub_available(loaded_repo(profile, backend, source), asked=source)
     loader = _load_unsloth if backend == "unsloth" else _load_transformers
     model, tokenizer, dtype_name, extra = loader(profile, source, hw)
     return LoadedModel(
@@ -265,6 +319,20 @@ def load_model(
         seconds=time.perf_counter() - start,
         reasons=[why, *extra],
     )
+
+
+def release_memory() -> None:
+    """Give back the memory of models the caller has just dropped (``del`` every reference first).
+
+    Python frees a model only when its last reference goes; PEFT wrappers and hooks form
+    reference cycles, which only the cycle collector breaks, and PyTorch keeps freed CUDA blocks
+    cached for itself until ``empty_cache``. Without the three steps, loading the next 7B judge
+    stacks it on top of the previous one.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")  # never import torch just to free nothing
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def lora_config(profile: Profile):

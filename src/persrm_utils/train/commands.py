@@ -20,6 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from persrm_utils.models.loader import import_backend_first
 from persrm_utils.profiles import Profile, get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl, write_jsonl
 from persrm_utils.run.folders import RunFolder
@@ -80,6 +81,9 @@ def begin_stage(
     """
 
     profile = get_profile(profile_name, **(overrides or {}))
+    # First thing of `persrm sft/grpo` (and of each launched process) that knows the profile:
+    # unsloth, when this profile uses it, is imported before anything imports trl.
+    import_backend_first(profile)
     main = rank() == 0
     run = RunFolder.create(run_name or profile.name, profile.name, overrides)
     if main:

@@ -24,12 +24,12 @@ from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.generation.requests import GenRequest, prompt_text
 from persrm_utils.hardware import choose_dtype_name, detect
 from persrm_utils.judge.format import build_messages, label
-from persrm_utils.models.loader import LoadedModel, add_lora, load_model
+from persrm_utils.models.loader import LoadedModel, add_lora, import_backend_first, load_model
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
 from persrm_utils.train.rewards import group_signal
 from persrm_utils.train.sft import ADAPTER
-from persrm_utils.train.trainer import TRAIN_LOG, peak_rss_mb, run_trainer
+from persrm_utils.train.trainer import TRAIN_LOG, keep_trainable_fp32, peak_rss_mb, run_trainer
 
 #: What notebook 04 plots, as TRL names them in the log history.
 CURVES = (
@@ -78,23 +78,42 @@ def prefilled_prompts(rows: list[dict], tokenizer: Any) -> list[dict]:
     return out
 
 
-def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
-    """The ``GRPOConfig`` for a profile; the memory knobs are commented for learners."""
-    from trl import GRPOConfig
+def grpo_config_values(
+    profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides
+) -> dict[str, Any]:
+    """The ``GRPOConfig`` arguments for a profile; the memory knobs are commented for learners.
 
+    Every field whose default Unsloth changes
+    (:data:`~persrm_utils.train.trainer.UNSLOTH_CHANGED_DEFAULTS`) is passed, so the recipe is
+    the same with and without Unsloth.
+    """
     dtype = choose_dtype_name(capability if cuda else None)
     steps = profile.grpo_max_steps
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=steps,
         learning_rate=profile.grpo_learning_rate,
-        per_device_train_batch_size=profile.grpo_batch_size,  # completions per step; lower if OOM
-        num_generations=profile.grpo_num_generations,  # group size G: lower first if OOM
-        max_completion_length=profile.max_completion_length,  # then lower this
+        weight_decay=0.0,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        # Completions per device and micro-step; their product with the accumulation steps (the
+        # generation batch) must be a multiple of num_generations (checked by the profile).
+        # Out of memory: halve this and double grpo_grad_accum.
+        per_device_train_batch_size=profile.grpo_batch_size,
+        per_device_eval_batch_size=profile.grpo_batch_size,
+        gradient_accumulation_steps=profile.grpo_grad_accum,
+        eval_accumulation_steps=None,
+        num_generations=profile.grpo_num_generations,  # group size G
+        max_completion_length=profile.max_completion_length,  # lower if out of memory
         temperature=1.0,  # sampling diversity inside a group is what creates a signal
-        # KL penalty to the reference. With PEFT the reference is the same base weights under a
-        # frozen copy of the starting adapter, so beta = 0 saves one forward pass per batch (and
-        # that adapter copy), not a second model. Every profile uses 0 (notebook 04, "the KL term").
+        top_k=0,  # plain temperature sampling
+        generation_kwargs={},
+        use_vllm=False,
+        vllm_importance_sampling_correction=False,
+        # KL penalty to the reference, which is the *base* model (adapters switched off) on both
+        # paths: train_grpo removes the frozen copy of the starting adapter that plain TRL would
+        # use, because Unsloth never makes one. beta = 0 skips that extra forward pass; every
+        # profile uses 0 (notebook 04, "the KL term").
         beta=profile.grpo_beta,
         # How per-token losses are averaged (notebook 04, section 1b): "dapo" sums over every
         # token of the batch and divides by their number, so each token weighs the same whatever
@@ -102,12 +121,17 @@ def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None,
         # favours short right answers and long wrong ones (Dr. GRPO's length bias). TRL 1.14's
         # default, set here explicitly because it decides how reasoning length is trained.
         loss_type="dapo",
+        # PPO clipping of the ratio to [1 - 0.2, 1 + 0.2], symmetric: Unsloth would widen the
+        # upper side to 0.28 (DAPO's clip-higher) because loss_type="dapo" is passed.
+        epsilon=0.2,
+        epsilon_high=0.2,
         # Advantages are (r - group mean) / (group std + 1e-4). Dr. GRPO argues for "none" (no
         # division: near-uniform groups otherwise get full-size advantages); which is better here
         # is not yet measured. TRL 1.14's default, set explicitly.
         scale_rewards="group",
         mask_truncated_completions=False,
         logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, so check_finite sees it
         save_steps=max(1, steps // 3),
         save_total_limit=2,
         bf16=dtype == "bfloat16",
@@ -115,6 +139,7 @@ def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None,
         use_cpu=not cuda,
         gradient_checkpointing=cuda,
         optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        torch_empty_cache_steps=None,
         report_to="none",
         seed=profile.seed,
         data_seed=profile.seed,
@@ -122,7 +147,34 @@ def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None,
         dataloader_num_workers=0,
     )
     values.update(overrides)
-    return GRPOConfig(**values)
+    return values
+
+
+def grpo_config(profile: Profile, output_dir: Path, cuda: bool, capability=None, **overrides):
+    """The ``GRPOConfig`` of :func:`grpo_config_values`.
+
+    Build it after :func:`~persrm_utils.models.loader.import_backend_first` (``train_grpo``
+    does): ``trl.GRPOConfig`` is Unsloth's class only once unsloth has been imported.
+    """
+    from trl import GRPOConfig
+
+    return GRPOConfig(**grpo_config_values(profile, output_dir, cuda, capability, **overrides))
+
+
+def drop_reference_adapter(model: Any) -> bool:
+    """Delete the frozen "ref" adapter plain TRL adds for the KL term; True if there was one.
+
+    TRL 1.14.2 (``grpo_trainer.py:462-490``) gives a PeftModel with ``beta > 0`` a frozen copy
+    of its starting adapter, named "ref", as the KL reference: the SFT judge. Unsloth removes
+    that code and uses the base model with the adapters switched off (``unsloth/models/rl.py``).
+    Without "ref", TRL falls back to exactly that (``use_adapter(model, None)`` disables the
+    adapters), so both paths penalise the distance to the same base model, and
+    ``save_model`` no longer writes the copy to ``adapter/ref/``.
+    """
+    if "ref" not in (getattr(model, "peft_config", None) or {}):
+        return False
+    model.delete_adapter("ref")
+    return True
 
 
 @dataclass
@@ -168,11 +220,16 @@ def train_grpo(
     callbacks: list | None = None,
     **config_overrides: Any,
 ) -> GRPOResult:
-    """Run GRPO from the SFT adapter; save the new adapter and the metric history."""
+    """Run GRPO from the SFT adapter; save the new adapter and the metric history.
+
+    With ``beta > 0`` the KL term pulls the policy towards the base model (adapters off), not
+    towards the SFT judge, on both backends (:func:`drop_reference_adapter`).
+    """
+    hw = detect()
+    import_backend_first(profile, hw)  # before trl is imported: unsloth patches its trainers
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    hw = detect()
     loaded = loaded or load_policy(profile, sft_adapter)
     output_dir.mkdir(parents=True, exist_ok=True)
     config = grpo_config(profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides)
@@ -184,6 +241,8 @@ def train_grpo(
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
+    keep_trainable_fp32(trainer.model)  # TRL made a 4-bit model's LoRA bf16: fp16 cannot scale it
+    drop_reference_adapter(trainer.model)
     seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
     adapter_dir = output_dir / ADAPTER
     history = [

@@ -19,10 +19,16 @@ from typing import Any
 from persrm_utils.errors import DataError
 from persrm_utils.generation.requests import prompt_text
 from persrm_utils.hardware import choose_dtype_name, detect
-from persrm_utils.models.loader import LoadedModel, add_lora, load_model
+from persrm_utils.models.loader import LoadedModel, add_lora, import_backend_first, load_model
 from persrm_utils.profiles import Profile
 from persrm_utils.tags import VERDICT_PREFIX, VERDICT_SUFFIX
-from persrm_utils.train.trainer import ADAPTER, TRAIN_LOG, peak_rss_mb, run_trainer
+from persrm_utils.train.trainer import (
+    ADAPTER,
+    TRAIN_LOG,
+    keep_trainable_fp32,
+    peak_rss_mb,
+    run_trainer,
+)
 
 
 def sft_steps(profile: Profile, n_rows: int, world_size: int = 1) -> int:
@@ -38,22 +44,23 @@ def sft_steps(profile: Profile, n_rows: int, world_size: int = 1) -> int:
     return max(1, math.ceil(profile.sft_epochs * n_rows / per_step))
 
 
-def sft_config(
+def sft_config_values(
     profile: Profile,
     output_dir: Path,
     cuda: bool,
     capability=None,
     n_rows: int | None = None,
+    backend: str = "transformers",
     **overrides,
-):
-    """The ``SFTConfig`` for a profile; every field a learner may want to change is named here.
+) -> dict[str, Any]:
+    """The ``SFTConfig`` arguments for a profile; every field a learner may want to change is here.
 
     bf16 only on compute capability >= 8 (a T4 emulates it); on a CPU neither bf16 nor fp16
     (``SFTConfig`` refuses bf16 there). ``save_steps`` keeps three checkpoints' worth of progress
-    at most a third of the run apart, so an interruption loses little.
+    at most a third of the run apart, so an interruption loses little. Every field whose default
+    Unsloth changes (:data:`~persrm_utils.train.trainer.UNSLOTH_CHANGED_DEFAULTS`) is passed, so
+    the recipe is the same on both paths. ``backend`` only picks how the same loss is computed.
     """
-
-    from trl import SFTConfig
 
     dtype = choose_dtype_name(capability if cuda else None)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -62,21 +69,32 @@ def sft_config(
         output_dir=str(output_dir),
         max_steps=steps,
         per_device_train_batch_size=profile.sft_batch_size,  # lower first if out of memory
+        per_device_eval_batch_size=profile.sft_batch_size,
         gradient_accumulation_steps=profile.sft_grad_accum,  # raise when lowering the batch
+        eval_accumulation_steps=None,
         learning_rate=profile.sft_learning_rate,
+        weight_decay=0.0,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps // 10),
         logging_steps=1,
+        # Log a NaN loss as NaN (the default logs the mean of earlier steps instead), so
+        # check_finite sees a diverged step in the loss itself.
+        logging_nan_inf_filter=False,
         save_steps=max(1, steps // 3),
         save_total_limit=2,
         max_length=profile.max_seq_length,  # lower if out of memory (long exemplars)
         assistant_only_loss=True,
         packing=False,
+        padding_free=False,
+        # The same token-level NLL on both paths: TRL's "chunked_nll" projects only the trained
+        # tokens through lm_head (less memory); Unsloth brings its own fused loss and uses "nll".
+        loss_type="nll" if backend == "unsloth" else "chunked_nll",
         bf16=dtype == "bfloat16",
         fp16=dtype == "float16",
         use_cpu=not cuda,
         gradient_checkpointing=cuda,  # trades compute for memory; pointless on a tiny CPU model
         optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        torch_empty_cache_steps=None,
         report_to="none",
         seed=profile.seed,
         data_seed=profile.seed,
@@ -84,7 +102,28 @@ def sft_config(
         disable_tqdm=True,
     )
     values.update(overrides)
-    return SFTConfig(**values)
+    return values
+
+
+def sft_config(
+    profile: Profile,
+    output_dir: Path,
+    cuda: bool,
+    capability=None,
+    n_rows: int | None = None,
+    backend: str = "transformers",
+    **overrides,
+):
+    """The ``SFTConfig`` of :func:`sft_config_values`.
+
+    Build it after :func:`~persrm_utils.models.loader.import_backend_first` (``train_sft`` does):
+    ``trl.SFTConfig`` is Unsloth's class only once unsloth has been imported.
+    """
+    from trl import SFTConfig
+
+    return SFTConfig(
+        **sft_config_values(profile, output_dir, cuda, capability, n_rows, backend, **overrides)
+    )
 
 
 def prefilled_rows(rows: list[dict], tokenizer: Any, prefix: str) -> list[dict[str, list[int]]]:
@@ -160,10 +199,11 @@ def train_sft(
     When the profile's answers start with a harness-written prefix (verdict-only judges), the
     loss covers only the rest of the answer (:func:`prefilled_rows`).
     """
+    hw = detect()
+    import_backend_first(profile, hw)  # before trl is imported: unsloth patches its trainers
     from datasets import Dataset
     from trl import SFTTrainer
 
-    hw = detect()
     loaded = loaded or load_model(profile)
     model = add_lora(loaded, profile)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +211,13 @@ def train_sft(
     if prefix:
         config_overrides = {"assistant_only_loss": False} | config_overrides
     config = sft_config(
-        profile, output_dir, hw.cuda, hw.compute_capability, n_rows=len(rows), **config_overrides
+        profile,
+        output_dir,
+        hw.cuda,
+        hw.compute_capability,
+        n_rows=len(rows),
+        backend=loaded.backend,
+        **config_overrides,
     )
     data = prefilled_rows(rows, loaded.tokenizer, prefix) if prefix else rows
     trainer = SFTTrainer(
@@ -181,6 +227,7 @@ def train_sft(
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
+    keep_trainable_fp32(trainer.model)  # TRL made a 4-bit model's LoRA bf16: fp16 cannot scale it
     seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
     adapter_dir = output_dir / ADAPTER
     losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]

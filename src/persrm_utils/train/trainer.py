@@ -22,6 +22,67 @@ TRAIN_LOG = "train_log.json"
 #: Logged values that must stay finite; a NaN here means the weights are NaN from then on.
 WATCHED = ("loss", "grad_norm")
 
+#: Config fields whose *unset* default Unsloth's generated configs change (unsloth 2026.10.9,
+#: ``unsloth/models/rl.py``: common fields at 3310-3346, GRPO at 3351-3370 and 3517-3576, SFT at
+#: 3374-3380), against TRL 1.14.2 and transformers 5.17. Unsloth rewrites only the defaults of
+#: fields that are not passed, so the config builders pass every one of these: the same profile
+#: then trains the same recipe with and without Unsloth. (Unsloth also adds a ``max_seq_length``
+#: field that TRL's configs do not have; the model's own limit is used on both paths.)
+UNSLOTH_CHANGED_DEFAULTS: dict[str, tuple[str, ...]] = {
+    "all": (
+        "per_device_train_batch_size",  # TRL 8, Unsloth 4
+        "gradient_accumulation_steps",  # 1 -> 2
+        "learning_rate",  # 1e-6 (GRPO) / 2e-5 (SFT) / 1e-4 (reward) -> 5e-5
+        "weight_decay",  # 0.0 -> 0.001
+        "warmup_steps",  # 0 -> 0.1 (a 10 % ratio under transformers 5)
+        "seed",  # 42 -> 3407
+        "optim",  # adamw_torch_fused -> adamw_8bit
+        "logging_steps",  # 10 -> 1
+        "logging_nan_inf_filter",  # True -> False
+        "per_device_eval_batch_size",  # 8 -> 4
+        "eval_accumulation_steps",  # None -> 2
+        "torch_empty_cache_steps",  # None -> 250
+        "bf16",  # Unsloth resolves unset bf16/fp16 from the GPU in its trainer
+        "fp16",
+    ),
+    "sft": (
+        "loss_type",  # None (TRL resolves it to "chunked_nll") -> "nll"
+        "padding_free",  # False -> None (may switch padding-free batching on)
+    ),
+    "grpo": (
+        "epsilon_high",  # None (= epsilon, 0.2) -> 0.28 when loss_type="dapo" is passed
+        "mask_truncated_completions",  # False -> True when loss_type="dapo" is passed
+        "beta",  # 0.0 -> 0.001 unless the loss is dapo/dr_grpo
+        "loss_type",
+        "generation_kwargs",  # None -> {}
+        "top_k",  # 0 -> -1 with vLLM
+        "vllm_importance_sampling_correction",  # True -> False
+    ),
+    "reward": (),
+}
+
+
+def keep_trainable_fp32(model: Any) -> int:
+    """Cast trainable parameters that TRL turned into bfloat16 back to float32; returns how many.
+
+    TRL 1.14.2's ``SFTTrainer``, ``GRPOTrainer`` and ``RewardTrainer`` (``sft_trainer.py:1166``,
+    ``grpo_trainer.py:520``, ``reward_trainer.py:535``) cast every trainable parameter to bfloat16
+    whenever the model has ``is_loaded_in_4bit`` (or 8-bit) set, whatever ``bf16``/``fp16`` say.
+    With ``fp16=True`` (a T4 without Unsloth) the GradScaler then cannot unscale the gradients:
+    "_amp_foreach_non_finite_check_and_unscale_cuda" not implemented for 'BFloat16'. On a CPU
+    the adapters silently train in bf16. float32 adapters are what PEFT creates and what Unsloth
+    keeps (it removes that cast from its trainers). Safe after the trainer is built: the
+    optimizer is only created in ``train()``, so it sees the float32 tensors.
+    """
+    import torch
+
+    n = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            n += 1
+    return n
+
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB): the figure the README tables report."""
