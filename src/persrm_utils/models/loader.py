@@ -106,7 +106,8 @@ def import_backend_first(profile: Profile, hw: Hardware | None = None) -> Backen
     ``GRPOConfig`` to Unsloth's trainer without its config handling. So every entry point that
     builds a trainer or a trainer config (``train_sft``, ``train_grpo``, ``train_bt``, the stage
     commands, the command line) calls this first, and the package never imports trl at module
-    level.
+    level. (Notebook cells that run before any profile is chosen, such as 03's hand-built
+    LoRA, call :func:`persrm_utils.setup.unsloth_first` for the same reason.)
     """
     backend, _ = choose_backend(profile, hw or detect())
     if backend == "unsloth":
