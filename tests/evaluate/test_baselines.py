@@ -357,3 +357,25 @@ def test_bt_referee_says_whether_the_real_text_scores_higher(trained_bt, smoke):
                                         for t in (pair.chosen, pair.rejected)])  # fmt: skip
     assert real["t1"] == pytest.approx(r)
     assert outcomes["t1"] == [1.0 if r > n else 0.0 if r < n else 0.5, 0.5]  # itself: a tie
+
+
+def test_char_ngrams_beat_chance_on_user_swap_items_whose_authors_differ_clearly():
+    from persrm_utils.data.user_swap import user_swap_pairs
+    from persrm_utils.evaluate.metrics import user_swap_summary
+
+    voices = {
+        "shouty": "WOW!!! The market went UP again!!! Amazing stuff, folks!!! Buy buy buy!!!",
+        "formal": "The committee, having considered the matter, resolved; the motion carried.",
+        "terse": "Rates held. Stocks fell. Oil rose. Traders waited. Bonds were flat today.",
+    }
+    exemplars = [
+        Exemplar(author_id=name, text_id=f"{name}/{t}", prompt="An opening.",
+                 output=f"{voice} ({t})", source="seed", meta={"split": "test"})
+        for name, voice in voices.items()
+        for t in range(4)
+    ]  # fmt: skip
+    by_id = {e.text_id: e for e in exemplars}
+    pairs = user_swap_pairs(exemplars, "test", seed=0)
+    judged = stylometric_baseline(pairs, by_id)
+    out = user_swap_summary(predictions_frame(judged, pairs, "ngrams"), pairs)
+    assert out["accuracy"] > 0.5 and out["both_right"] > 0

@@ -4,7 +4,7 @@ about it.
 The names below are what the notebooks use; everything else is in the modules of this package.
 """
 
-from persrm_utils.judge.diagnosis import diagnose
+from persrm_utils.judge.diagnosis import diagnose, personalization_message
 from persrm_utils.judge.format import (
     NO_EXEMPLARS,
     QUESTION,
@@ -20,6 +20,7 @@ __all__ = [
     "Judgement",
     "build_messages",
     "diagnose",
+    "personalization_message",
     "judge_pairs",
     "parse_verdict",
     "responses",
