@@ -20,9 +20,9 @@ __all__ = [
     "Judgement",
     "build_messages",
     "diagnose",
-    "personalization_message",
     "judge_pairs",
     "parse_verdict",
+    "personalization_message",
     "responses",
     "summarize",
 ]
