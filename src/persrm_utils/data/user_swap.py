@@ -35,14 +35,15 @@ def _stable_id(*parts: str) -> str:
 
 def user_swap_pairs(
     exemplars: Sequence[Exemplar],
-    split: SplitName = "test",
+    split: SplitName | Sequence[SplitName] = "test",
     n_pairs: int | None = None,
     k: int = 1,
     seed: int = 0,
 ) -> list[Pair]:
     """Two :class:`Pair` records (users *a* and *b*) per item, items in a seeded order.
 
-    Every text of ``split`` (``meta["split"]``, as notebook 01 writes it) whose author has at
+    Every text of ``split`` (``meta["split"]``, as notebook 01 writes it; several splits pool
+    their authors, e.g. ``("test", "val")``: authors never trained on) whose author has at
     least ``k`` other texts is author *a*'s text of one item, paired with a text of another
     author of the split drawn with ``random.Random(seed)``; ``n_pairs`` caps the items (None:
     one per such text). Each version shows ``k`` of its user's *other* texts as exemplars, never
@@ -54,18 +55,20 @@ def user_swap_pairs(
     """
     if k < 1:
         raise DataError(f"k={k}", "show at least one exemplar per user (k >= 1).")
+    splits = (split,) if isinstance(split, str) else tuple(split)
     by_author: dict[str, list[Exemplar]] = defaultdict(list)
     for ex in sorted(exemplars, key=lambda e: (e.author_id, e.text_id)):
-        if ex.meta.get("split") == split:
+        if ex.meta.get("split") in splits:
             by_author[ex.author_id].append(ex)
     usable = {a: exs for a, exs in by_author.items() if len(exs) >= k + 1}
     if len(usable) < 2:
         raise DataError(
-            f"the user-swap test needs two authors of split '{split}' with at least {k + 1} "
+            f"the user-swap test needs two authors of split {'+'.join(splits)} with at least "
+            f"{k + 1} "
             f"texts each; found {len(usable)}",
             "use more texts per author or more authors, or a smaller k.",
         )
-    rng = random.Random(f"user_swap:{seed}:{split}")
+    rng = random.Random(f"user_swap:{seed}:{'+'.join(splits)}")
     anchors = [ex for exs in usable.values() for ex in exs]
     rng.shuffle(anchors)
     if n_pairs is not None:
@@ -87,7 +90,7 @@ def user_swap_pairs(
             out.append(
                 Pair(
                     pair_id=_stable_id(group, user),
-                    split=split,
+                    split=str(mine.meta["split"]),  # type: ignore[arg-type]
                     author_id=mine.author_id,
                     text_id=mine.text_id,
                     prompt="",
@@ -97,8 +100,22 @@ def user_swap_pairs(
                     exemplar_ids=[e.text_id for e in shown],
                     chosen_position=pos,  # type: ignore[arg-type]
                     negative_source=f"real:{other.text_id}",
-                    seen_author=split != "test",
+                    seen_author=mine.meta["split"] in ("train", "seen_test"),
                     meta={"k": k, "swap_group": group, "user": user},
                 )
             )
     return out
+
+
+def unseen_user_swap_pairs(
+    exemplars: Sequence[Exemplar], n_pairs: int | None, k: int, seed: int
+) -> tuple[list[Pair], tuple[SplitName, ...]]:
+    """User-swap items of the unseen test authors, and the splits they were drawn from.
+
+    With a single test author (the smoke profile) the validation authors join them: they are
+    never trained on either. Raises :class:`DataError` when even both splits have too few.
+    """
+    try:
+        return user_swap_pairs(exemplars, "test", n_pairs, k, seed), ("test",)
+    except DataError:
+        return user_swap_pairs(exemplars, ("test", "val"), n_pairs, k, seed), ("test", "val")
