@@ -2,6 +2,7 @@
 
     python scripts/probe_recipes.py --types cross_author minor_replace --epochs 2
     python scripts/probe_recipes.py --types style_random cross_author --think short
+    python scripts/probe_recipes.py --types style_random --user-swap-train 40
 
 Builds pairs from Reuters C50 (``PERSRM_C50_DIR``) with the `cpu` profile's model (SmolLM2-135M),
 trains one LoRA SFT judge with the recipe given on the command line, and judges unseen-author
@@ -45,6 +46,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--k", type=int, default=1, help="max exemplars")
     ap.add_argument("--max-train-pairs", type=int, default=None)
     ap.add_argument("--max-test-pairs", type=int, default=100)
+    ap.add_argument(
+        "--user-swap-train",
+        type=int,
+        default=0,
+        help="user-swap items of training authors mixed into SFT (2 users x 2 orders each)",
+    )
+    ap.add_argument(
+        "--user-swap-test", type=int, default=100, help="unseen-author user-swap items judged"
+    )
     ap.add_argument("--gen-budget-s", type=float, default=600.0, help="LLM negatives budget")
     ap.add_argument("--out", type=Path, default=Path("runs/probe"))
     ap.add_argument("--log", type=Path, default=Path("runs/probe/recipes.jsonl"))
@@ -71,6 +81,8 @@ def main(argv: list[str]) -> int:
         max_test_pairs=args.max_test_pairs,
         gen_budget_s=args.gen_budget_s,
         prefill=not args.no_prefill,
+        user_swap_train=args.user_swap_train,
+        user_swap_test=args.user_swap_test,
     )
     start = time.perf_counter()
     result = run_probe(recipe, args.out / (args.name or recipe.slug()))

@@ -152,6 +152,13 @@ class Profile(BaseModel):
         description="negative types SFT trains on (None: every training pair); GRPO's "
         "pre-flight samples from all training pairs, so it meets the types SFT left out",
     )
+    sft_user_swap_items: int = Field(
+        default=0,
+        ge=0,
+        description="user-swap items of training authors mixed into SFT (the same two real "
+        "texts with each author's exemplars, no opening: only the exemplars decide; 4 rows "
+        "each); 0: none",
+    )
     minor_replace_writer: Literal["llm", "rules"] = Field(
         description="rules: built-in synonym table (small models cannot follow the instruction)"
     )
@@ -172,6 +179,12 @@ class Profile(BaseModel):
     )
     eval_max_seen_pairs: int | None = Field(
         default=None, ge=1, description="cap on seen-author test pairs (None: eval_max_pairs)"
+    )
+    eval_user_swap_items: int = Field(
+        default=100,
+        ge=1,
+        description="user-swap items of unseen authors judged in 05 (4 verdicts each: both "
+        "users, both orders); CPU time",
     )
     bt_max_steps: int | None = Field(
         default=None, ge=1, description="Bradley-Terry RM steps in 05 (None: sft_max_steps)"
@@ -330,6 +343,7 @@ _BASE: dict[str, dict[str, Any]] = {
         n_val_authors=1,
         n_test_authors=1,
         texts_per_author=8,
+        eval_user_swap_items=6,
         max_exemplars=2,
         max_output_words=60,
         seen_author_frac=0.25,

@@ -18,7 +18,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from persrm_utils.errors import DataError
 
@@ -370,7 +377,7 @@ def append_jsonl(path: Path | str, record: BaseModel) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-NegativeType = Literal["style_mimic", "style_random", "minor_replace", "cross_author"]
+NegativeType = Literal["style_mimic", "style_random", "minor_replace", "cross_author", "user_swap"]
 
 
 NEGATIVE_TYPES: tuple[NegativeType, ...] = (
@@ -382,6 +389,11 @@ NEGATIVE_TYPES: tuple[NegativeType, ...] = (
 
 
 LLM_TYPES: tuple[NegativeType, ...] = ("style_mimic", "style_random", "minor_replace")
+
+#: The user-swap test's pairs (:mod:`persrm_utils.data.user_swap`): two real texts by two
+#: authors, no opening shown, once with each author's exemplars. Not one of the
+#: :data:`NEGATIVE_TYPES` that :func:`~persrm_utils.data.pairs.plan_pairs` deals.
+USER_SWAP: NegativeType = "user_swap"
 
 
 SplitName = Literal["train", "val", "test", "seen_test"]
@@ -406,12 +418,27 @@ class Pair(BaseModel):
     seen_author: bool
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("prompt", "chosen", "rejected")
+    @field_validator("chosen", "rejected")
     @classmethod
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("is empty")
         return value
+
+    @field_validator("prompt")
+    @classmethod
+    def _no_blank_prompt(cls, value: str) -> str:
+        if value and not value.strip():  # "" is checked below, against the type
+            raise ValueError("is only whitespace")
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_unless_user_swap(self) -> Pair:
+        if not self.prompt and self.negative_type != USER_SWAP:
+            raise ValueError(
+                "'prompt' is empty: only a user_swap pair is judged without an opening"
+            )
+        return self
 
     @property
     def response_a(self) -> str:

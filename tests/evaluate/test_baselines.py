@@ -380,3 +380,25 @@ def test_bt_keeps_a_4bit_models_adapters_in_float32(smoke, tiny_cache, one_threa
     rows = bt_rows(pairs_by_split["train"][:2], by_id, k=1)
     model, _, _ = train_bt(get_profile("smoke"), rows, tmp_path, max_steps=1, max_length=4096)
     assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+
+
+def test_char_ngrams_beat_chance_on_user_swap_items_whose_authors_differ_clearly():
+    from persrm_utils.data.user_swap import user_swap_pairs
+    from persrm_utils.evaluate.metrics import user_swap_summary
+
+    voices = {
+        "shouty": "WOW!!! The market went UP again!!! Amazing stuff, folks!!! Buy buy buy!!!",
+        "formal": "The committee, having considered the matter, resolved; the motion carried.",
+        "terse": "Rates held. Stocks fell. Oil rose. Traders waited. Bonds were flat today.",
+    }
+    exemplars = [
+        Exemplar(author_id=name, text_id=f"{name}/{t}", prompt="An opening.",
+                 output=f"{voice} ({t})", source="seed", meta={"split": "test"})
+        for name, voice in voices.items()
+        for t in range(4)
+    ]  # fmt: skip
+    by_id = {e.text_id: e for e in exemplars}
+    pairs = user_swap_pairs(exemplars, "test", seed=0)
+    judged = stylometric_baseline(pairs, by_id)
+    out = user_swap_summary(predictions_frame(judged, pairs, "ngrams"), pairs)
+    assert out["accuracy"] > 0.5 and out["both_right"] > 0

@@ -277,3 +277,95 @@ def test_predictions_frame_refuses_unknown_and_duplicate_pairs():
         predictions_frame([_judgement(_pair("zz", "test", 1), False, "A")], [pair], "m")
     with pytest.raises(DataError, match="more than once"):
         predictions_frame([_judgement(pair, False, "A")] * 2, [pair], "m")
+
+
+# ----------------------------------------------------------------------------------------------
+# Personalization: the exemplar effect (paired) and the user-swap test
+# ----------------------------------------------------------------------------------------------
+
+
+def test_exemplar_effect_is_the_paired_difference_with_an_interval_around_it():
+    from persrm_utils.evaluate.metrics import exemplar_effect
+
+    with_k = frame(perfect(12) + [("A", "A")] * 8)  # 12 right (1.0), 8 at 0.5: 0.8
+    without = frame(perfect(4) + [("A", "A")] * 16)  # 4 right, 16 at 0.5: 0.6
+    out = exemplar_effect(with_k, without, seed=0)
+    assert out["n_pairs"] == 20
+    assert out["accuracy_k"] == pytest.approx(0.8) and out["accuracy_0"] == pytest.approx(0.6)
+    assert out["effect"] == pytest.approx(0.2)
+    assert out["ci_low"] <= out["effect"] <= out["ci_high"]
+    assert out["ci_low"] > 0  # every pair's difference is 0 or +0.5: never below 0
+
+
+def test_identical_judges_have_no_exemplar_effect_and_a_zero_width_interval():
+    from persrm_utils.evaluate.metrics import exemplar_effect
+
+    same = frame(perfect(5) + wrong(5) + [("A", "A")] * 5)
+    out = exemplar_effect(same, same.copy())
+    assert (out["effect"], out["ci_low"], out["ci_high"]) == (0.0, 0.0, 0.0)
+
+
+def test_exemplar_effect_needs_common_pairs():
+    from persrm_utils.evaluate.metrics import exemplar_effect
+
+    other = frame(perfect(3)).assign(pair_id=lambda d: d["pair_id"] + "x")
+    with pytest.raises(DataError, match="no pair in common"):
+        exemplar_effect(frame(perfect(3)), other)
+
+
+def _swap_items(n: int):
+    from persrm_utils.data.user_swap import user_swap_pairs
+    from persrm_utils.records import Exemplar
+
+    exemplars = [
+        Exemplar(author_id=f"au{a}", text_id=f"au{a}/{t}", prompt="An opening.",
+                 output=("x" * (3 + t + 5 * a)) + " end.", source="seed",
+                 meta={"split": "test"})
+        for a in range(3)
+        for t in range(4)
+    ]  # fmt: skip
+    return user_swap_pairs(exemplars, "test", n_pairs=n, seed=0)
+
+
+def _verdicts(pairs, pick):
+    from persrm_utils.judge.format import label, responses
+
+    js = []
+    for p in pairs:
+        for swap in (False, True):
+            a, b = responses(p, swap)
+            js.append(Judgement(p.pair_id, p.negative_type, swap, label(p, swap),
+                                pick(p, swap, a, b), "ok", ""))  # fmt: skip
+    return js
+
+
+def test_an_exemplar_blind_judge_scores_exactly_half_and_never_right_under_both_users():
+    from persrm_utils.evaluate.metrics import user_swap_summary
+
+    pairs = _swap_items(12)
+    longer = _verdicts(pairs, lambda p, s, a, b: "A" if len(a) >= len(b) else "B")
+    out = user_swap_summary(predictions_frame(longer, pairs, "longer"), pairs)
+    assert out["n_pairs"] == 12
+    assert out["accuracy"] == 0.5 and (out["ci_low"], out["ci_high"]) == (0.5, 0.5)
+    assert out["both_right"] == 0.0
+
+
+def test_a_judge_that_reads_the_person_scores_one_and_is_right_under_both():
+    from persrm_utils.evaluate.metrics import user_swap_summary
+    from persrm_utils.judge.format import label
+
+    pairs = _swap_items(12)
+    oracle = _verdicts(pairs, lambda p, s, a, b: label(p, s))
+    out = user_swap_summary(predictions_frame(oracle, pairs, "oracle"), pairs)
+    assert out["accuracy"] == 1.0 and out["both_right"] == 1.0
+    invalid = _verdicts(pairs, lambda p, s, a, b: None)
+    out = user_swap_summary(predictions_frame(invalid, pairs, "mute"), pairs)
+    assert out["accuracy"] == 0.0 and out["parse_failure_rate"] == 1.0
+
+
+def test_format_interval_says_n_and_refuses_tiny_samples():
+    from persrm_utils.evaluate.metrics import format_interval
+
+    assert format_interval(0.12, 0.04, 0.2, 100) == "0.120 [0.040, 0.200], n=100"
+    assert format_interval(0.12, 0.04, 0.2, 6) == "0.120 (n=6, too few for an interval)"
+    assert format_interval(float("nan"), 0, 0, 0) == "not measured"

@@ -253,3 +253,52 @@ def test_bad_exemplar_ids_are_reported(smoke):
         build_messages(own, by_id)
     with pytest.raises(DataError, match="not among the exemplars"):
         build_messages(pair, {})
+
+
+def test_a_pair_without_an_opening_asks_about_authorship_and_others_keep_their_layout():
+    from persrm_utils.judge.format import NO_PROMPT_QUESTION, QUESTION, compare_message
+    from persrm_utils.records import Exemplar
+
+    ex = Exemplar(author_id="u", text_id="u/1", prompt="Open.", output="Mine.", source="seed")
+    normal = compare_message("An opening.", "Text one.", "Text two.", [ex])
+    assert normal == (  # byte for byte what every pair of the series has always shown
+        "[Exemplar 1] Prompt: Open.\nText: Mine.\n\n[Prompt] An opening.\n\n"
+        f"[Response A] Text one.\n\n[Response B] Text two.\n\n{QUESTION}"
+    )
+    bare = compare_message("", "Text one.", "Text two.", [ex])
+    assert "[Prompt]" not in bare and bare.endswith(NO_PROMPT_QUESTION)
+
+
+def test_only_a_user_swap_pair_may_have_no_opening_and_no_judged_text_is_an_exemplar():
+    from pydantic import ValidationError
+
+    from persrm_utils.judge.format import shown_exemplars
+    from persrm_utils.records import Exemplar, Pair
+
+    fields = dict(pair_id="p", split="test", author_id="u", text_id="u/1", chosen="Mine.",
+                  rejected="Theirs.", exemplar_ids=["v/2"], chosen_position="A",
+                  negative_source="real:v/2", seen_author=False)  # fmt: skip
+    with pytest.raises(ValidationError, match="only a user_swap pair"):
+        Pair(prompt="", negative_type="cross_author", **fields)
+    with pytest.raises(ValidationError, match="whitespace"):
+        Pair(prompt="  ", negative_type="user_swap", **fields)
+    pair = Pair(prompt="", negative_type="user_swap", **fields)
+    ex = Exemplar(author_id="v", text_id="v/2", prompt="O.", output="Theirs.", source="seed")
+    with pytest.raises(DataError, match="the other judged text"):
+        shown_exemplars(pair, {"v/2": ex})
+
+
+def test_the_diagnosis_says_learned_but_not_the_person_when_the_effect_may_be_zero():
+    from persrm_utils.judge.diagnosis import NOT_THE_PERSON, personalization_message
+
+    flat = {"n_pairs": 40, "effect": 0.026, "ci_low": -0.03, "ci_high": 0.08}
+    message = personalization_message(flat, {"n_pairs": 40, "accuracy": 0.5, "ci_low": 0.45,
+                                              "ci_high": 0.55})  # fmt: skip
+    assert message.startswith(NOT_THE_PERSON)
+    assert "user-swap" in message and "[-0.030, +0.080]" in message and "n=40" in message
+    assert "user-swap items" in message  # what to change
+    reads = personalization_message({"n_pairs": 40, "effect": 0.2, "ci_low": 0.1, "ci_high": 0.3})
+    assert reads.startswith("READS THE PERSON")
+    assert "not measured" in personalization_message(
+        {"n_pairs": 4, "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    )

@@ -9,6 +9,9 @@ traces from :func:`~persrm_utils.train.commands.make_traces`;
 :func:`~persrm_utils.train.grpo.train_grpo` with :func:`~persrm_utils.train.rewards.reward_funcs`;
 and the judge scored with :mod:`persrm_utils.evaluate.metrics` (position-debiased accuracy, pair
 bootstrap 95% CI) on unseen authors in both A/B orders, before SFT, after SFT and after GRPO.
+After SFT and after GRPO it also reports notebook 05's personalization figures: the exemplar
+effect (the same pairs at k = 0, paired interval) and the user-swap test
+(:mod:`persrm_utils.data.user_swap`), beside the character n-gram baseline on the same items.
 
 Training stops at a deadline computed from the part's cap, keeping time for the evaluations
 after it; the steps done and whether the cap cut them short are recorded. The learning run uses
@@ -25,9 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from persrm_utils.bench.timebox import Deadline, StepClock
 from persrm_utils.data.offline import offline_pairs
+from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import DataError
+from persrm_utils.evaluate.baselines import stylometric_baseline
 from persrm_utils.evaluate.held_out import eval_pairs
-from persrm_utils.evaluate.metrics import accuracy_table, predictions_frame
+from persrm_utils.evaluate.metrics import (
+    accuracy_table,
+    exemplar_effect,
+    predictions_frame,
+    user_swap_summary,
+)
 from persrm_utils.judge.judging import judge_pairs
 from persrm_utils.models.loader import load_model
 from persrm_utils.models.smollm2 import find_smollm2
@@ -78,6 +88,47 @@ def score(
     return out | {"seconds": round(time.perf_counter() - start, 1)}
 
 
+def personalization(
+    loaded: Any,
+    tag: str,
+    pairs: Sequence[Pair],
+    by_id: dict[str, Exemplar],
+    profile: Profile,
+    batch: int,
+) -> dict[str, Any]:
+    """Exemplar effect (``pairs`` again at k = 0, paired) and the user-swap test of one judge."""
+
+    start = time.perf_counter()
+    kwargs = dict(both_orders=True, batch_size=batch, prefix=profile.answer_prefix)
+    n = profile.max_completion_length
+    with_k = judge_pairs(loaded.model, loaded.tokenizer, pairs, by_id, n, tag, **kwargs)
+    blind = judge_pairs(loaded.model, loaded.tokenizer, pairs, by_id, n, tag, k=0, **kwargs)
+    effect = exemplar_effect(
+        predictions_frame(with_k, pairs, tag), predictions_frame(blind, pairs, tag),
+        seed=profile.seed,
+    )  # fmt: skip
+    try:
+        swap, _ = unseen_user_swap_pairs(list(by_id.values()), profile.eval_user_swap_items,
+                                         profile.max_exemplars, profile.seed)  # fmt: skip
+    except DataError as err:  # too few unseen authors for the user-swap test
+        return {"exemplar_effect": {k: _clean(v) for k, v in effect.items()},
+                "user_swap": f"not measured: {err}"}  # fmt: skip
+    verdicts = judge_pairs(loaded.model, loaded.tokenizer, swap, by_id, n, tag, **kwargs)
+    ngrams = stylometric_baseline(swap, by_id)
+    return {
+        "exemplar_effect": {k: _clean(v) for k, v in effect.items()},
+        "user_swap": {
+            k: _clean(v)
+            for k, v in user_swap_summary(predictions_frame(verdicts, swap, tag), swap).items()
+        },
+        "user_swap_char_ngrams": {
+            k: _clean(v)
+            for k, v in user_swap_summary(predictions_frame(ngrams, swap, "ngrams"), swap).items()
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
 def _profile(opts: CheckOptions, rec: Recorder) -> tuple[Profile | None, Path | None]:
 
     if opts.dry_run:
@@ -121,7 +172,7 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     rec.set("accuracy", accuracy)
     reserve = 1.25 * accuracy["base"]["seconds"] + 5  # one later evaluation, with a load
 
-    traces, _ = make_traces(sft_pairs(train, profile), by_id, profile.reasoning)
+    traces, _ = make_traces(sft_pairs(train, profile, by_id), by_id, profile.reasoning)
     clock = StepClock(Deadline.after(max(10.0, 0.35 * (deadline.left() - 2 * reserve))))
     sft = train_sft(profile, to_sft_rows(traces), run / "sft", loaded=base, resume=False,
                     callbacks=[clock.callback()], save_strategy="no")  # fmt: skip
@@ -134,12 +185,19 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     tuned = load_with_adapter(profile, sft_adapter)
     accuracy["sft"] = score(tuned, f"{profile.model_name}:sft", test, by_id, profile, batch)
     rec.set("accuracy", accuracy)
+    personal: dict[str, Any] = {}
+    if deadline.left() > 3 * reserve + 10:  # k = 0 and the user-swap items: about 3 evaluations
+        personal["sft"] = personalization(tuned, f"{profile.model_name}:sft", test, by_id,
+                                          profile, batch)  # fmt: skip
+        rec.set("personalization", personal)
+    else:
+        rec.note("personalization after SFT not measured: the time cap left no room for it")
     del tuned
 
-    if deadline.left() < reserve + 10:
+    if deadline.left() < 4 * reserve + 10:  # its evaluation and the personalization figures
         rec.note("GRPO not run: the time cap left no room for it and its evaluation")
         return
-    clock = StepClock(Deadline.after(deadline.left() - reserve))
+    clock = StepClock(Deadline.after(deadline.left() - 4 * reserve))
     policy = load_policy(profile, sft_adapter)
     rewards = reward_funcs(profile.reasoning)
     try:  # the series' pre-flight: train only on prompts whose group has reward variance
@@ -169,3 +227,9 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     final = load_with_adapter(profile, run / "grpo" / ADAPTER)
     accuracy["grpo"] = score(final, f"{profile.model_name}:grpo", test, by_id, profile, batch)
     rec.set("accuracy", accuracy)
+    if deadline.left() > 3 * reserve:
+        personal["grpo"] = personalization(final, f"{profile.model_name}:grpo", test, by_id,
+                                           profile, batch)  # fmt: skip
+        rec.set("personalization", personal)
+    else:
+        rec.note("personalization after GRPO not measured: the time cap left no room for it")

@@ -4,7 +4,10 @@ A tutorial that says "this recipe learns" must be able to show the runs behind t
 including the ones that did not learn. A probe is the shortest path through the series that
 still answers the question honestly: the same corpus loader, pair maker, trace writer, trainer,
 judge and metrics as notebooks 01-05, with one recipe (negative types, reasoning length, learning
-rate, epochs, LoRA rank) and nothing else (no GRPO, no baselines but character n-grams).
+rate, epochs, LoRA rank, user-swap training items) and nothing else (no GRPO, no baselines but
+character n-grams). Every probe reports the personalization figures of notebook 05: the exemplar
+effect (accuracy with the exemplars minus with none, paired interval) and the user-swap test
+(:mod:`persrm_utils.data.user_swap`) on unseen authors, beside accuracy per type.
 ``scripts/probe_recipes.py`` is its command line.
 """
 
@@ -19,8 +22,14 @@ from typing import Any
 
 from persrm_utils.data.exemplars import collect
 from persrm_utils.data.pairs import generation_requests, make_pairs, offline_backend, plan_pairs
+from persrm_utils.data.user_swap import user_swap_pairs
 from persrm_utils.evaluate.baselines import stylometric_baseline
-from persrm_utils.evaluate.metrics import accuracy_table, predictions_frame
+from persrm_utils.evaluate.metrics import (
+    accuracy_table,
+    exemplar_effect,
+    predictions_frame,
+    user_swap_summary,
+)
 from persrm_utils.generation.cache import CachedGenerator
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.judge.judging import judge_pairs
@@ -51,13 +60,17 @@ class ProbeRecipe:
     max_test_pairs: int | None = 100
     gen_budget_s: float = 600.0
     prefill: bool = True  # verdict-only: the harness writes "<think></think><answer>[["
+    user_swap_train: int = 0  # user-swap items of training authors added to SFT (4 rows each)
+    user_swap_test: int = 100  # user-swap items of unseen authors judged (4 verdicts each)
     seed: int = 0
 
     def slug(self) -> str:
         types = "+".join(t.split("_")[0] for t in self.types)
         fill = "" if self.prefill or self.think != "none" else "-noprefill"
+        swap = f"-us{self.user_swap_train}" if self.user_swap_train else ""
         return (
-            f"{types}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}-r{self.lora_r}"
+            f"{types}{swap}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}"
+            f"-r{self.lora_r}"
         )
 
     def profile(self) -> Any:
@@ -173,6 +186,10 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
     made = make_pairs(planned, exemplars, generator, profile.max_output_words, "rules", False)
     timings["pairs_s"] = round(time.perf_counter() - t0, 1)
     train = made.pairs["train"][: recipe.max_train_pairs]
+    if recipe.user_swap_train:
+        train += user_swap_pairs(
+            exemplars, "train", recipe.user_swap_train, profile.max_exemplars, profile.seed
+        )
     test = made.pairs["test"][: recipe.max_test_pairs]
 
     rows, trace_stats = _rows(train, by_id, recipe.think)
@@ -187,6 +204,7 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
                          both_orders=True, batch_size=8,
                          prefix=profile.answer_prefix)  # fmt: skip
     timings["judge_s"] = round(time.perf_counter() - t0, 1)
+    personal = _personalization(recipe, profile, tuned, exemplars, by_id, test, judged, timings)
     frame = pd.concat(
         [
             predictions_frame(judged, test, "SFT"),
@@ -210,7 +228,51 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
             ),
         },
         "timings": timings,
+        "personalization": personal,
         "overall": _table(frame),
         "by_type": _table(frame, ["negative_type"]),
         "reasons": _counts(j.reason for j in judged),
     }
+
+
+def _rounded(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def _personalization(
+    recipe: ProbeRecipe,
+    profile: Any,
+    tuned: Any,
+    exemplars: Sequence[Any],
+    by_id: dict,
+    test: Sequence[Pair],
+    judged: Sequence[Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Exemplar effect (the test pairs again at k = 0, paired) and the user-swap test."""
+    new_tokens, prefix = profile.max_completion_length, profile.answer_prefix
+    t0 = time.perf_counter()
+    blind = judge_pairs(tuned.model, tuned.tokenizer, test, by_id, new_tokens, "probe k=0",
+                        both_orders=True, batch_size=8, k=0, prefix=prefix)  # fmt: skip
+    effect = exemplar_effect(
+        predictions_frame(judged, test, "SFT"), predictions_frame(blind, test, "SFT, k=0")
+    )
+    timings["judge_k0_s"] = round(time.perf_counter() - t0, 1)
+    out: dict[str, Any] = {"exemplar_effect": _rounded(effect)}
+    if recipe.user_swap_test:
+        swap = user_swap_pairs(
+            exemplars, "test", recipe.user_swap_test, profile.max_exemplars, profile.seed
+        )
+        t0 = time.perf_counter()
+        verdicts = judge_pairs(tuned.model, tuned.tokenizer, swap, by_id, new_tokens,
+                               "probe user-swap", both_orders=True, batch_size=8,
+                               prefix=prefix)  # fmt: skip
+        timings["judge_user_swap_s"] = round(time.perf_counter() - t0, 1)
+        ngrams = stylometric_baseline(swap, by_id)
+        out["user_swap"] = _rounded(
+            user_swap_summary(predictions_frame(verdicts, swap, "SFT"), swap)
+        )
+        out["user_swap_char_ngrams"] = _rounded(
+            user_swap_summary(predictions_frame(ngrams, swap, "char n-grams"), swap)
+        )
+    return out

@@ -12,7 +12,15 @@ from persrm_utils.evaluate.baselines import (
     train_bt,
 )
 from persrm_utils.evaluate.held_out import eval_pairs, judge_with_adapters, predictions_records
-from persrm_utils.evaluate.metrics import accuracy_table, format_accuracy, predictions_frame
+from persrm_utils.evaluate.metrics import (
+    accuracy_table,
+    exemplar_effect,
+    format_accuracy,
+    format_interval,
+    predictions_frame,
+    user_swap_summary,
+)
+from persrm_utils.evaluate.personalization import measure_personalization
 from persrm_utils.evaluate.results_page import write_results_page
 
 __all__ = [
@@ -20,13 +28,17 @@ __all__ = [
     "bt_baseline",
     "bt_rows",
     "eval_pairs",
+    "exemplar_effect",
     "format_accuracy",
+    "format_interval",
     "judge_with_adapters",
     "load_bt",
+    "measure_personalization",
     "predictions_frame",
     "predictions_records",
     "random_baseline",
     "stylometric_baseline",
     "train_bt",
+    "user_swap_summary",
     "write_results_page",
 ]

@@ -230,6 +230,8 @@ BT_SYSTEM_PROMPT = (
     "likely it is that this user wrote the assistant's continuation."
 )
 BT_INSTRUCTION = "Continue the prompt as this user would."
+#: The instruction of a pair with no opening (the user-swap test).
+BT_NO_PROMPT_INSTRUCTION = "Write a text as this user would."
 NO_EXEMPLARS = "No exemplars are available for this user."
 
 
@@ -247,7 +249,10 @@ def bt_prompt(
 def bt_context(prompt: str, exemplars: Sequence[Exemplar]) -> list[dict[str, str]]:
     """:func:`bt_prompt` for an opening and exemplars that are not a pair (best-of-N, 06)."""
     blocks = exemplar_blocks(exemplars) or [NO_EXEMPLARS]
-    blocks += [f"[Prompt] {prompt.strip()}", BT_INSTRUCTION]
+    if prompt.strip():
+        blocks += [f"[Prompt] {prompt.strip()}", BT_INSTRUCTION]
+    else:  # a user-swap pair: no opening is shown (it would give the answer away)
+        blocks.append(BT_NO_PROMPT_INSTRUCTION)
     return [
         {"role": "system", "content": BT_SYSTEM_PROMPT},
         {"role": "user", "content": "\n\n".join(blocks)},

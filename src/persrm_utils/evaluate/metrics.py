@@ -234,3 +234,115 @@ def readable_table(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
     out["swap consistency"] = table["swap_consistency"].round(3)
     out["says A"] = table["position_bias"].round(2)
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Personalization: does the judge use the exemplars at all?
+# ----------------------------------------------------------------------------------------------
+
+
+def format_interval(value: float, low: float, high: float, n: int) -> str:
+    """``"0.120 [0.040, 0.200], n=100"``, or, below :data:`MIN_PAIRS_FOR_CI` pairs,
+    ``"0.120 (n=6, too few for an interval)"``; ``"not measured"`` for a missing value."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "not measured"
+    if n < MIN_PAIRS_FOR_CI:
+        return f"{value:.3f} (n={n}, too few for an interval)"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}], n={n}"
+
+
+def exemplar_effect(
+    with_k: pd.DataFrame,
+    without: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | int]:
+    """Accuracy with the exemplars minus accuracy with none (k = 0), on the same pairs, paired.
+
+    ``with_k`` and ``without`` are :func:`predictions_frame` outputs of one judge each (the
+    profile's k, and ``judge_pairs(..., k=0)``). Each pair's debiased score is taken under both,
+    and the interval is a bootstrap of the per-pair *differences*: the same pairs are resampled
+    for both arms, so the noise of which pairs happen to be easy cancels (two side-by-side
+    intervals would be far wider than the difference's own). Only pairs judged in both arms
+    count; none in common is an error. Identical judges give 0.0 and [0.0, 0.0].
+    """
+    _check_columns(with_k, ["pair_id", "swap", "letter", "valid", "correct"])
+    _check_columns(without, ["pair_id", "swap", "letter", "valid", "correct"])
+    score_k = with_k.groupby("pair_id")["correct"].mean().astype(float)
+    score_0 = without.groupby("pair_id")["correct"].mean().astype(float)
+    common = score_k.index.intersection(score_0.index).sort_values()
+    if not len(common):
+        raise DataError(
+            "the two predictions frames have no pair in common",
+            "judge the same pairs with the exemplars and with k=0 (judge_pairs(..., k=0)).",
+            field="pair_id",
+        )
+    diffs = (score_k[common] - score_0[common]).to_numpy()
+    low, high = bootstrap_ci(diffs, n_boot, seed, level)
+    return {
+        "n_pairs": len(common),
+        "effect": float(diffs.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "accuracy_k": float(score_k[common].mean()),
+        "accuracy_0": float(score_0[common].mean()),
+    }
+
+
+def user_swap_summary(
+    df: pd.DataFrame,
+    pairs: Sequence[Pair],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | int]:
+    """Accuracy on the user-swap test (:mod:`persrm_utils.data.user_swap`), per item, paired.
+
+    ``df`` is one judge's :func:`predictions_frame` on the user-swap ``pairs`` (both users'
+    versions, both orders). An item's score is the mean correctness over its (up to) four
+    verdicts; the accuracy is the mean over items and its interval resamples items (the four
+    verdicts of one item are one question). ``both_right`` is, per item, the share of orders in
+    which the judge was right under *both* users, averaged over items: it is 0 for a judge that
+    ignores the exemplars (its letter is the same under both users, and exactly one of them is
+    right), which also scores exactly 0.5 (less if some of its outputs are invalid).
+    """
+    _check_columns(df, ["pair_id", "swap", "valid", "correct"])
+    meta = {p.pair_id: p.meta for p in pairs}
+    missing = sorted(set(df["pair_id"]) - set(meta))
+    if missing:
+        raise DataError(
+            f"judgement for pair '{missing[0]}' has no matching user-swap pair",
+            "pass the user-swap pairs the judge was run on (user_swap_pairs(...)).",
+            field="pair_id",
+        )
+    frame = df.assign(
+        group=df["pair_id"].map(lambda i: meta[i].get("swap_group")),
+        user=df["pair_id"].map(lambda i: meta[i].get("user")),
+    )
+    if frame["group"].isna().any():
+        raise DataError(
+            "a pair without meta.swap_group was passed as a user-swap pair",
+            "build the pairs with persrm_utils.data.user_swap.user_swap_pairs.",
+            field="meta.swap_group",
+        )
+    scores = frame.groupby("group", sort=True)["correct"].mean().astype(float)
+    by_order = frame.pivot_table(
+        index=["group", "swap"], columns="user", values="correct", aggfunc="max"
+    )
+    if {"a", "b"} <= set(by_order.columns):
+        both = (by_order["a"].astype(bool) & by_order["b"].astype(bool)).astype(float)
+        both_right = float(both.groupby(level="group").mean().mean())
+    else:
+        both_right = np.nan
+    low, high = bootstrap_ci(scores.to_numpy(), n_boot, seed, level)
+    return {
+        "n_pairs": len(scores),
+        "accuracy": float(scores.mean()) if len(scores) else np.nan,
+        "ci_low": low,
+        "ci_high": high,
+        "both_right": both_right,
+        "parse_failure_rate": float(1.0 - frame["valid"].astype(float).mean())
+        if len(frame)
+        else np.nan,
+    }

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from persrm_utils.evaluate.metrics import format_accuracy
+from persrm_utils.evaluate.metrics import format_accuracy, format_interval
+from persrm_utils.judge.diagnosis import personalization_message
 from persrm_utils.run.folders import RunFolder
 
 ALL_MODELS = (
@@ -78,6 +79,7 @@ def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = Non
         f"{hardware.get('ram_gb', '?')} GB RAM, GPU: {hardware.get('gpu_name') or 'none'}",
         "- **Versions**: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
         "",
+        *_personalization_section(eval_dir),
         "## All models and baselines (unseen test authors)",
         "",
         _table(overall, "model", None),
@@ -111,6 +113,43 @@ def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = Non
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(lines))
     return dest
+
+
+def _interval(row: dict | None, key: str) -> str:
+    if not row or row.get(key) is None:
+        return "not measured"
+    return format_interval(row[key], row["ci_low"], row["ci_high"], int(row["n_pairs"]))
+
+
+def _personalization_section(eval_dir: Path) -> list[str]:
+    """Does the judge read the person? Exemplar effect and user-swap test, one line each."""
+    head = ["## Personalization (unseen authors)", ""]
+    data = _read_json(eval_dir / "personalization.json")
+    if not data:
+        return [*head, "Not measured in this run (no `eval/personalization.json`).", ""]
+    lines = [
+        *head,
+        f"User-swap test: {data['user_swap_items']} items of two unseen authors' real texts, "
+        "each judged with both authors' exemplars in both orders, no opening shown (0.5 exactly "
+        "for a judge that ignores the exemplars). Exemplar effect: accuracy with the exemplars "
+        f"minus with none, on the same {data.get('unseen_pairs', '?')} unseen-author pairs "
+        "(paired 95% interval).",
+        "",
+    ]
+    for name, row in data["models"].items():
+        swap = row.get("user_swap")
+        both = "–" if not swap or swap.get("both_right") is None else f"{swap['both_right']:.3f}"
+        lines += [
+            f"**{name}**",
+            "",
+            f"- user-swap accuracy: {_interval(swap, 'accuracy')} (right under both users: {both})",
+            f"- exemplar effect: {_interval(row.get('exemplar_effect'), 'effect')}",
+            "",
+        ]
+    final = data["models"].get(data.get("final", ""))
+    if final:
+        lines += [personalization_message(final.get("exemplar_effect"), final.get("user_swap")), ""]
+    return lines
 
 
 def _read_json(path: Path) -> dict | None:

@@ -4,7 +4,7 @@ about it.
 The names below are what the notebooks use; everything else is in the modules of this package.
 """
 
-from persrm_utils.judge.diagnosis import diagnose
+from persrm_utils.judge.diagnosis import diagnose, personalization_message
 from persrm_utils.judge.format import (
     NO_EXEMPLARS,
     QUESTION,
@@ -22,6 +22,7 @@ __all__ = [
     "diagnose",
     "judge_pairs",
     "parse_verdict",
+    "personalization_message",
     "responses",
     "summarize",
 ]

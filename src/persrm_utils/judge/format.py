@@ -80,6 +80,10 @@ NO_EXEMPLARS = (
     "No exemplars are available for this user: judge from the prompt and responses alone."
 )
 QUESTION = "Which response would this user prefer?"
+#: The question of a pair shown without an opening (the user-swap test,
+#: :mod:`persrm_utils.data.user_swap`): an opening belongs to one of the two texts and would
+#: give the answer away by coherence, so the judge is asked about authorship alone.
+NO_PROMPT_QUESTION = "Which of these two texts did the writer of the exemplars write?"
 
 
 def full_answer(prefix: str, generated: str) -> str:
@@ -144,6 +148,9 @@ def shown_exemplars(
     evaluation "with 3 exemplars" that showed 2 would report the wrong thing.
     """
     ids = list(pair.exemplar_ids)
+    judged = {pair.text_id}
+    if pair.negative_source.startswith("real:"):  # a real negative is a judged text too
+        judged.add(pair.negative_source.removeprefix("real:"))
     if k is None:
         k = len(ids)
     if not 0 <= k <= len(ids):
@@ -154,9 +161,10 @@ def shown_exemplars(
         )
     out = []
     for tid in ids[:k]:
-        if tid == pair.text_id:
+        if tid in judged:
+            which = "its own text" if tid == pair.text_id else "the other judged text"
             raise DataError(
-                f"pair '{pair.pair_id}' lists its own text '{tid}' as an exemplar: the judge "
+                f"pair '{pair.pair_id}' lists {which} '{tid}' as an exemplar: the judge "
                 "would see the answer",
                 "rebuild the pairs with plan_pairs (it never shows a pair its own text).",
                 field="exemplar_ids",
@@ -200,14 +208,16 @@ def compare_message(prompt: str, a: str, b: str, exemplars: Sequence[Exemplar]) 
     """The judge's user turn for any two texts: what :func:`user_message` writes for a pair.
 
     Separate from :class:`Pair` so the same judge can compare texts that are not a preference
-    pair at all, e.g. two samples of a policy in best-of-N (notebook 06).
+    pair at all, e.g. two samples of a policy in best-of-N (notebook 06). An empty ``prompt``
+    (a user-swap pair) leaves the ``[Prompt]`` block out and asks :data:`NO_PROMPT_QUESTION`.
     """
     blocks = exemplar_blocks(exemplars) or [NO_EXEMPLARS]
+    if prompt.strip():
+        blocks.append(f"[Prompt] {prompt.strip()}")
     blocks += [
-        f"[Prompt] {prompt.strip()}",
         f"[Response A] {a.strip()}",
         f"[Response B] {b.strip()}",
-        QUESTION,
+        QUESTION if prompt.strip() else NO_PROMPT_QUESTION,
     ]
     return "\n\n".join(blocks)
 

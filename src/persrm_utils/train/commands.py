@@ -20,6 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from persrm_utils.data.user_swap import user_swap_pairs
+from persrm_utils.errors import DataError
 from persrm_utils.models.loader import import_backend_first
 from persrm_utils.profiles import Profile, get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl, write_jsonl
@@ -46,15 +48,29 @@ def load_stage_inputs(run_path: Path) -> tuple[list[Pair], list[Pair], dict[str,
     return train, val, {e.text_id: e for e in exemplars}
 
 
-def sft_pairs(train: list[Pair], profile: Profile) -> list[Pair]:
-    """The training pairs SFT writes traces for: those of ``profile.sft_negative_types``.
+def sft_pairs(
+    train: list[Pair], profile: Profile, by_id: dict[str, Exemplar] | None = None
+) -> list[Pair]:
+    """The training pairs SFT writes traces for: those of ``profile.sft_negative_types``, plus
+    ``profile.sft_user_swap_items`` user-swap items of training authors (needs ``by_id``).
 
     A curriculum: a small judge first learns the blatant type it can learn in the budget (the
     `cpu` profile: ``style_random``); GRPO then samples from every training pair and keeps the
-    ones the SFT judge is unsure about, which are mostly of the types SFT left out.
+    ones the SFT judge is unsure about, which are mostly of the types SFT left out. User-swap
+    items (:mod:`persrm_utils.data.user_swap`) are pairs only the exemplars can decide.
     """
     kinds = profile.sft_negative_types
-    return [p for p in train if kinds is None or p.negative_type in kinds]
+    out = [p for p in train if kinds is None or p.negative_type in kinds]
+    if profile.sft_user_swap_items:
+        if by_id is None:
+            raise DataError(
+                f"profile '{profile.name}' asks for {profile.sft_user_swap_items} user-swap "
+                "items, which are built from the exemplars",
+                "pass the exemplars by id: sft_pairs(train, profile, by_id).",
+            )
+        out += user_swap_pairs(list(by_id.values()), "train", profile.sft_user_swap_items,
+                               profile.max_exemplars, profile.seed)  # fmt: skip
+    return out
 
 
 def make_traces(train: list[Pair], by_id: dict[str, Exemplar], reasoning: str = "full"):
@@ -109,7 +125,7 @@ def run_sft_stage(
         return {"skipped": True}
     profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
-    traces, stats = make_traces(sft_pairs(train, profile), by_id, profile.reasoning)
+    traces, stats = make_traces(sft_pairs(train, profile, by_id), by_id, profile.reasoning)
     out_dir = run.path / "sft"
     if main:
         write_jsonl(run.file("sft/traces.jsonl"), traces)

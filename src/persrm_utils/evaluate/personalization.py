@@ -1,0 +1,115 @@
+"""Does the judge read the person? The exemplar effect and the user-swap test of one run.
+
+Two figures, measured for the final generative judge and for the baselines that can take them:
+
+* the **exemplar effect**: accuracy on the unseen-author pairs with the profile's exemplars minus
+  accuracy on the same pairs with none (k = 0), with a paired pair-level interval
+  (:func:`~persrm_utils.evaluate.metrics.exemplar_effect`);
+* the **user-swap test** (:mod:`persrm_utils.data.user_swap`): two real texts of two unseen
+  authors, judged with each author's exemplars, no opening shown; 0.5 exactly for a judge that
+  ignores the exemplars, and the share of items right under both users
+  (:func:`~persrm_utils.evaluate.metrics.user_swap_summary`).
+
+Everything is written next to notebook 05's other files (``eval/personalization.json`` and
+``eval/personalization_predictions.jsonl``); the pairs and predictions of the main evaluation
+are left as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from persrm_utils.data.user_swap import unseen_user_swap_pairs
+from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
+from persrm_utils.evaluate.held_out import GRPO, SFT
+from persrm_utils.evaluate.metrics import exemplar_effect, predictions_frame, user_swap_summary
+from persrm_utils.judge.judging import Judgement, judge_pairs
+from persrm_utils.profiles import Profile
+from persrm_utils.records import Exemplar, Pair
+from persrm_utils.train.sft import ADAPTER, load_with_adapter
+
+NGRAMS, BT = "stylometric (char n-grams)", "Bradley-Terry RM"
+
+
+def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in dict(row).items()
+    }
+
+
+def _effect(judged: Sequence[Judgement], blind: Sequence[Judgement], pairs: Sequence[Pair]):
+    return _clean(
+        exemplar_effect(predictions_frame(judged, pairs, "k"), predictions_frame(blind, pairs, "0"))
+    )
+
+
+def _swap(judged: Sequence[Judgement], swap_pairs: Sequence[Pair]) -> dict[str, Any]:
+    return _clean(user_swap_summary(predictions_frame(judged, swap_pairs, "m"), swap_pairs))
+
+
+def measure_personalization(
+    profile: Profile,
+    run_path: Path,
+    pairs: Sequence[Pair],
+    by_id: Mapping[str, Exemplar],
+    judged: Mapping[str, Sequence[Judgement]],
+    n_items: int,
+    bt: tuple[Any, Any] | None = None,
+    batch_size: int = 8,
+) -> tuple[dict[str, Any], dict[str, list[Judgement]], list[Pair]]:
+    """(summary, extra judgements by model, user-swap pairs) for one run's evaluation.
+
+    ``judged`` is notebook 05's dict of judgements (the final judge's ``"…, k=0"`` run included);
+    ``bt`` the Bradley-Terry reward model and tokenizer when it was trained. The final judge is
+    SFT + GRPO when its adapter exists, else SFT; it is reloaded to judge the user-swap items.
+    """
+    unseen = [p for p in pairs if p.split == "test"]
+    exemplars = list(by_id.values())
+    swap_pairs, splits = unseen_user_swap_pairs(
+        exemplars, n_items, profile.max_exemplars, profile.seed
+    )
+    extra: dict[str, list[Judgement]] = {}
+    models: dict[str, dict[str, Any]] = {}
+    final = GRPO if (run_path / "grpo" / ADAPTER).exists() else SFT
+    if final in judged:
+        test_ids = {p.pair_id for p in unseen}
+        with_k = [j for j in judged[final] if j.pair_id in test_ids]
+        blind = judged.get(f"{GRPO}, k=0") if final == GRPO else None
+        row: dict[str, Any] = {"exemplar_effect": _effect(with_k, blind, unseen) if blind else None}
+        tuned = load_with_adapter(
+            profile, run_path / ("grpo" if final == GRPO else "sft") / ADAPTER
+        )
+        extra[f"{final}, user-swap"] = judge_pairs(
+            tuned.model, tuned.tokenizer, swap_pairs, dict(by_id),
+            profile.max_completion_length, f"{profile.model_name}:{final}:user-swap",
+            both_orders=True, batch_size=batch_size, prefix=profile.answer_prefix,
+        )  # fmt: skip
+        row["user_swap"] = _swap(extra[f"{final}, user-swap"], swap_pairs)
+        models[final] = row
+    ngrams_k = stylometric_baseline(unseen, by_id)
+    extra[f"{NGRAMS}, k=0"] = stylometric_baseline(unseen, by_id, k=0)
+    extra[f"{NGRAMS}, user-swap"] = stylometric_baseline(swap_pairs, by_id)
+    models[NGRAMS] = {
+        "exemplar_effect": _effect(ngrams_k, extra[f"{NGRAMS}, k=0"], unseen),
+        "user_swap": _swap(extra[f"{NGRAMS}, user-swap"], swap_pairs),
+    }
+    if bt is not None and BT in judged:
+        model, tokenizer = bt
+        bt_k = [j for j in judged[BT] if j.pair_id in {p.pair_id for p in unseen}]
+        extra[f"{BT}, k=0"] = bt_baseline(model, tokenizer, unseen, by_id, batch_size=4, k=0)
+        extra[f"{BT}, user-swap"] = bt_baseline(model, tokenizer, swap_pairs, by_id, batch_size=4)
+        models[BT] = {
+            "exemplar_effect": _effect(bt_k, extra[f"{BT}, k=0"], unseen),
+            "user_swap": _swap(extra[f"{BT}, user-swap"], swap_pairs),
+        }
+    summary = {
+        "user_swap_items": len(swap_pairs) // 2,
+        "user_swap_splits": list(splits),
+        "unseen_pairs": len(unseen),
+        "final": final,
+        "models": models,
+    }
+    return summary, extra, swap_pairs

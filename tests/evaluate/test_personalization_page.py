@@ -1,0 +1,47 @@
+"""The run page leads with the personalization figures, each on its own line with n."""
+
+from __future__ import annotations
+
+import json
+
+from persrm_utils.evaluate.results_page import _personalization_section
+from persrm_utils.profiles import get_profile
+from persrm_utils.train.commands import sft_pairs
+
+
+def test_the_page_states_user_swap_and_exemplar_effect_as_value_interval_n(tmp_path):
+    data = {
+        "user_swap_items": 100,
+        "unseen_pairs": 110,
+        "final": "SFT + GRPO",
+        "models": {
+            "SFT + GRPO": {
+                "exemplar_effect": {"n_pairs": 110, "effect": 0.026, "ci_low": -0.02,
+                                    "ci_high": 0.07},
+                "user_swap": {"n_pairs": 100, "accuracy": 0.5, "ci_low": 0.49, "ci_high": 0.52,
+                              "both_right": 0.0},
+            }
+        },
+    }  # fmt: skip
+    (tmp_path / "personalization.json").write_text(json.dumps(data))
+    lines = _personalization_section(tmp_path)
+    assert (
+        "- user-swap accuracy: 0.500 [0.490, 0.520], n=100 (right under both users: 0.000)" in lines
+    )
+    assert "- exemplar effect: 0.026 [-0.020, 0.070], n=110" in lines
+    assert any(line.startswith("LEARNED, BUT NOT THE PERSON") for line in lines)
+    assert "Not measured" in " ".join(_personalization_section(tmp_path / "none"))
+
+
+def test_sft_user_swap_items_are_added_only_when_the_profile_asks(tmp_path):
+    from persrm_utils.records import Exemplar
+
+    by_id = {
+        f"au{a}/{t}": Exemplar(author_id=f"au{a}", text_id=f"au{a}/{t}", prompt="O.",
+                               output=f"text {a} {t}.", source="seed", meta={"split": "train"})
+        for a in range(3)
+        for t in range(3)
+    }  # fmt: skip
+    assert sft_pairs([], get_profile("smoke"), by_id) == []
+    added = sft_pairs([], get_profile("smoke", sft_user_swap_items=4), by_id)
+    assert len(added) == 8 and {p.negative_type for p in added} == {"user_swap"}
