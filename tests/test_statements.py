@@ -26,7 +26,7 @@ RETIRED: dict[str, str] = {
     "without retuning the learning rate": "rsLoRA: alpha/r shrinks the update as r grows",
     "Expect a low format-validity rate": "on cpu the harness writes the tags",
     "is memorising, not learning": "cpu-b's loss is ~0 and it generalizes",
-    "If the accuracy after SFT is still near 50%, why is that expected": "in cpu-b SFT did the work",
+    "If the accuracy after SFT is still near 50%, why is that expected": "SFT did the work",
     "teaches it to answer *right*": "GRPO moved cpu-b by +0.009, inside the noise",
     "clipped ratio means the judge is rambling": "truncation is not PPO clipping",
     "the comparison PersRM-R1 argues against": "the Bradley-Terry RM beat the judge in cpu-b",

@@ -88,8 +88,8 @@ def test_stylometric_traces_are_reported_as_no_teacher(smoke_profile, tmp_path):
 def test_a_teacher_on_a_verdict_only_profile_may_reason(tmp_path, monkeypatch):
     """On ``cpu`` the student writes 1 token; the teacher must still get room to reason, see only
     the pairs SFT trains on, and hand back traces in the student's verdict-only format."""
-    from persrm_utils.judge import format as judge
     from persrm_utils.generation.requests import OfflineBackend
+    from persrm_utils.judge import format as judge
     from persrm_utils.profiles import get_profile
     from persrm_utils.train import sft_pairs, teacher_traces
     from persrm_utils.train import teacher as teacher_mod
