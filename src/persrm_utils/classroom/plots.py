@@ -64,7 +64,7 @@ def grpo_curves(history: pd.DataFrame, path: Path | None = None) -> plt.Figure:
         ax.set_ylabel(GRPO_PANELS[metric], fontsize=8)
         ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
         if (data[metric] == 0).all():
-            ax.text(0.5, 0.5, "0 at every step", transform=ax.transAxes, ha="center", va="center")
+            ax.text(0.5, 0.75, "0 at every step", transform=ax.transAxes, ha="center", va="center")
     for ax in axes.ravel()[len(present) :]:
         fig.delaxes(ax)
     fig.tight_layout()
