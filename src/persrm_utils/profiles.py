@@ -2,9 +2,10 @@
 
 A profile fixes the model, sequence lengths, batch sizes, LoRA rank, training steps, GRPO group
 size and data sizes, so that the same code runs in minutes on a CPU (``smoke``), trains a real
-small model on a laptop (``cpu``), and runs the paper's two-stage recipe (reasoning SFT with
-QLoRA, then GRPO) on a free Colab T4 (``t4``) or a 24 GB card (``24gb``). What each profile has
-been measured to do is in ``docs/results/<profile>/``; the GPU profiles are not yet measured.
+small model on a laptop (``cpu``), and sets up the paper's two-stage recipe (reasoning SFT with
+QLoRA, then GRPO) for a free Colab T4 (``t4``) or a 24 GB card (``24gb``). What each profile has
+been measured to do is in ``docs/results/<profile>/``; the GPU profiles have never been run, so
+whether they fit their cards is not yet measured.
 Any field can be overridden by name; an unknown name or a bad value is a
 :class:`~persrm_utils.errors.ConfigError` that suggests the closest valid field.
 """
@@ -365,8 +366,9 @@ _BASE: dict[str, dict[str, Any]] = {
         | {"description": _CPU_LONG_DESCRIPTION},
     ),
     "t4": dict(
-        description="Qwen2.5-1.5B-Instruct in 4-bit through Unsloth on a free Colab T4 (15 GB); "
-        "not yet measured. Use model_name='Qwen/Qwen2.5-0.5B-Instruct' for a faster run.",
+        description="Qwen2.5-1.5B-Instruct in 4-bit through Unsloth, sized for a free Colab T4 "
+        "(15 GB) but never run: whether it fits and what it learns are not yet measured. Use "
+        "model_name='Qwen/Qwen2.5-0.5B-Instruct' for a faster run.",
         model_source="hub",
         model_name="Qwen/Qwen2.5-1.5B-Instruct",
         load_in_4bit=True,

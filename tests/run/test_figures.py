@@ -103,3 +103,100 @@ def test_record_and_reference_from_a_run(tmp_path: Path, runs_root: Path):
     assert len(written) == 2
     published = (tmp_path / "docs" / "reference" / "smoke" / "00_setup.ipynb").read_text()
     assert str(run.path) not in published and "runs/ref-1/environment.json" in published
+
+
+# ----------------------------------------------------------------------------------------------
+# Counts and results from results.json: header tables, "what the measured runs found", install
+# ----------------------------------------------------------------------------------------------
+
+
+def _cell_sources(root: Path, notebook: str) -> str:
+    import nbformat
+
+    nb = nbformat.read(root / "notebooks" / notebook, as_version=4)
+    return "\n".join(c.source for c in nb.cells)
+
+
+def test_header_counts_are_the_cpu_runs():
+    """The figures the review found typed by hand now come from run cpu-b's record."""
+    root = project_root()
+    result = figures.load_results(root)["cpu"]
+    a = result["data"]["authors"]
+    expected = {
+        "01_exemplars.ipynb": f"{a['train']} train, {a['val']} val, {a['test']} test authors",
+        "03_sft_qlora.ipynb": f"{result['sft']['steps']} steps on {result['sft']['traces']} traces",
+        "05_evaluation.ipynb": f"{result['eval']['unseen_pairs']} unseen + "
+        f"{result['eval']['seen_pairs']} seen pairs",
+    }
+    for notebook, text in expected.items():
+        assert text in _cell_sources(root, notebook), notebook
+    assert (a["train"], a["val"], a["test"]) == (36, 2, 12)
+    assert (result["sft"]["steps"], result["sft"]["traces"]) == (38, 198)
+    assert (result["eval"]["unseen_pairs"], result["eval"]["seen_pairs"]) == (115, 12)
+    for stale in ("276 planned, 211 kept", "28 (1.5 epochs of 148 traces)", "unseen (111)"):
+        assert not any(stale in _cell_sources(root, s.notebook) for s in figures.STAGES)
+
+
+def _page_accuracy(page: str, model: str, column: int) -> str:
+    """A cell of the generated results page's tables (``| model | ... |``)."""
+    row = next(line for line in page.splitlines() if line.startswith(f"| {model} "))
+    return row.split("|")[column + 1].strip()
+
+
+def test_the_results_record_agrees_with_the_runs_generated_page():
+    """results.json was read off run cpu-b; the page the run wrote itself is the check."""
+    root = project_root()
+    result = figures.load_results(root)["cpu"]
+    page = (root / "docs" / "results" / "cpu" / "run-cpu-b.md").read_text()
+    overall_part, type_part = page.split("## By negative type")
+    for judge, entry in result["eval"]["overall"].items():
+        assert _page_accuracy(overall_part, judge, 1) == figures._acc(entry), judge
+    type_table = type_part.split("## Seen vs")[0]
+    header = next(line for line in type_table.splitlines() if line.startswith("| model"))
+    columns = [c.strip() for c in header.split("|")[2:-1]]
+    for judge, types in result["eval"]["by_type"].items():
+        for t, entry in types.items():
+            cell = _page_accuracy(type_table, judge, columns.index(t) + 1)
+            assert cell.startswith(f"{entry['accuracy']:.3f}") and f"n={entry['n']}" in cell
+    assert "38 steps on 198 traces" in page and "10 of 48 training prompts" in page
+
+
+def test_found_blocks_say_not_yet_measured_without_a_record():
+    for stage in figures.FOUND_STAGES:
+        block = figures.found_block(stage, {})
+        assert block.count(figures.NOT_MEASURED) == len(figures.PROFILES)
+    table = figures.profile_table("03_sft_qlora", {})
+    assert table.count(figures.NOT_MEASURED) == len(figures.PROFILES)
+
+
+def test_found_blocks_carry_the_k0_gap_grpo_change_and_bradley_terry():
+    r = figures.load_results(project_root())["cpu"]
+    ev = r["eval"]
+    gap = ev["overall"]["SFT + GRPO"]["accuracy"] - ev["k0"]["accuracy"]
+    change = ev["overall"]["SFT + GRPO"]["accuracy"] - ev["overall"]["SFT"]["accuracy"]
+    results = {"cpu": r}
+    assert f"the exemplar adds {gap:.3f}" in figures.found_block("05_evaluation", results)
+    assert f"a change of {change:+.3f}" in figures.found_block("04_grpo_unsloth", results)
+    assert "Bradley-Terry RM 0.809 against the SFT judge 0.739" in figures.found_block(
+        "05_evaluation", results
+    )
+    assert "0.500 (no interval: n < 10)" in figures.found_block("03_sft_qlora", results)
+
+
+def test_an_edited_result_fails_the_check(copy_root: Path):
+    nb_path = copy_root / "notebooks" / "05_evaluation.ipynb"
+    text = nb_path.read_text()
+    assert "0.809 [0.739, 0.878]" in text
+    nb_path.write_text(text.replace("0.809 [0.739, 0.878]", "0.909 [0.839, 0.978]", 1))
+    assert figures.sync(copy_root, check=True) == [
+        "05_evaluation.ipynb: the measured figures differ from the records"
+    ]
+
+
+def test_the_install_table_takes_the_series_time_from_the_smoke_record():
+    root = project_root()
+    records = figures.load_records(root)
+    block = figures.install_block(figures.load_install(root), records)
+    assert figures.fmt_seconds(figures.series_seconds(records["smoke"])) in block
+    assert "101 s" not in (root / "README.md").read_text()
+    assert figures.install_block(None, {}).count(figures.NOT_MEASURED) == 4

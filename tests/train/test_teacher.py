@@ -83,3 +83,36 @@ def test_stylometric_traces_are_reported_as_no_teacher(smoke_profile, tmp_path):
     report = describe_traces([trace], stats, smoke_profile, tmp_path)
     assert report["backend"] == "stylometric" and "no teacher LLM" in report["teacher"]
     assert report["acceptance_rate"] == 0.25 and report["answers"] == 4
+
+
+def test_a_teacher_on_a_verdict_only_profile_may_reason(tmp_path, monkeypatch):
+    """On ``cpu`` the student writes 1 token; the teacher must still get room to reason, see only
+    the pairs SFT trains on, and hand back traces in the student's verdict-only format."""
+    from persrm_utils.generation.requests import OfflineBackend
+    from persrm_utils.judge import format as judge
+    from persrm_utils.profiles import get_profile
+    from persrm_utils.train import sft_pairs, teacher_traces
+    from persrm_utils.train import teacher as teacher_mod
+    from persrm_utils.train.traces import TEACHER_MIN_NEW_TOKENS
+
+    cpu = get_profile("cpu")
+    assert cpu.max_completion_length == 1 and cpu.reasoning == "none"
+    pairs = [_pair(), _pair().model_copy(update={"pair_id": "p2", "negative_type": "cross_author"})]
+    by_pair = {p.pair_id: p for p in pairs}
+    budgets = []
+
+    def reasoned_right_answer(request):
+        budgets.append(request.max_new_tokens)
+        pair = by_pair[request.meta["pair_id"]]
+        letter = judge.label(pair, request.meta["swap"])
+        return f"<think>A long look at both texts.</think><answer>[[{letter}]]</answer>"
+
+    backend = OfflineBackend(reasoned_right_answer, name="big-teacher")
+    monkeypatch.setattr(teacher_mod, "make_teacher", lambda *a, **k: backend)
+    traces, stats = teacher_traces("openai:big", sft_pairs(pairs, cpu), {}, cpu, tmp_path)
+    assert budgets and min(budgets) >= TEACHER_MIN_NEW_TOKENS  # not the student's 1 token
+    assert {t.pair_id for t in traces} == {"p1"}  # sft_negative_types: style_random only
+    assert stats["rate"] == 1.0
+    for t in traces:  # the verdict-only format the student's SFT rows need
+        assert t.completion == judge.format_answer("", t.verdict)
+        assert t.source.startswith("teacher:")

@@ -26,6 +26,51 @@ KEY_FACTORS: dict[str, str] = {
 }
 
 
+#: Below this many pairs a bootstrap interval is too unstable to draw (the results page says
+#: "too few for an interval" at the same threshold).
+MIN_PAIRS_FOR_INTERVAL = 10
+
+#: What notebook 04 plots from TRL 1.14's GRPO log, with a readable axis label. The two kinds of
+#: "clipping" are kept apart: ``completions/clipped_ratio`` is truncation at
+#: ``max_completion_length``; ``clip_ratio/region_mean`` is PPO's ratio clipping.
+GRPO_PANELS: dict[str, str] = {
+    "reward": "mean total reward",
+    "reward_std": "reward std within groups",
+    "frac_reward_zero_std": "share of groups with no reward spread",
+    "completions/mean_length": "completion length (tokens)",
+    "completions/clipped_ratio": "share cut at max_completion_length",
+    "clip_ratio/region_mean": "share of tokens PPO-clipped",
+    "kl": "KL to the reference",
+}
+
+
+def grpo_curves(history: pd.DataFrame, path: Path | None = None) -> plt.Figure:
+    """One panel per logged GRPO metric of :data:`GRPO_PANELS`, against the integer step.
+
+    A metric that is not in the log gets no panel (TRL logs ``kl`` only when ``beta`` > 0); one
+    that is zero at every step keeps its panel with a note saying so, because "always zero" is
+    the reading (PPO clipping with one update per batch), not a missing curve.
+    """
+    present = [m for m in GRPO_PANELS if m in history and history[m].notna().any()]
+    cols = min(3, max(1, len(present)))
+    rows = -(-len(present) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (ax, metric) in enumerate(zip(axes.ravel(), present, strict=False)):
+        data = history[["step", metric]].dropna()
+        ax.plot(data["step"], data[metric], marker="o", ms=3, color=colors[i % len(colors)])
+        ax.set_title(metric, fontsize=9)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel(GRPO_PANELS[metric], fontsize=8)
+        ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+        if (data[metric] == 0).all():
+            ax.text(0.5, 0.75, "0 at every step", transform=ax.transAxes, ha="center", va="center")
+    for ax in axes.ravel()[len(present) :]:
+        fig.delaxes(ax)
+    fig.tight_layout()
+    return save(fig, path)
+
+
 def save(fig: plt.Figure, path: Path | None) -> plt.Figure:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +182,16 @@ def accuracy_bars(
         sub = sub.set_index("model").reindex(models)
         x = np.arange(len(models)) + (j - (len(groups) - 1) / 2) * width
         err = np.vstack([sub["accuracy"] - sub["ci_low"], sub["ci_high"] - sub["accuracy"]])
-        ax.bar(x, sub["accuracy"], width, yerr=err, capsize=3, label=str(g) if g else None)
+        if "n_pairs" in sub:  # no interval under MIN_PAIRS_FOR_INTERVAL pairs: it would mislead
+            err[:, (sub["n_pairs"].fillna(0) < MIN_PAIRS_FOR_INTERVAL).to_numpy()] = 0.0
+        ax.bar(
+            x,
+            sub["accuracy"],
+            width,
+            yerr=np.nan_to_num(err),
+            capsize=3,
+            label=str(g) if g else None,
+        )
     ax.axhline(0.5, color="grey", ls="--", lw=1, label="chance")
     ax.set_xticks(np.arange(len(models)))
     ax.set_xticklabels(models, rotation=20, ha="right")
@@ -155,9 +209,17 @@ def accuracy_vs(table: pd.DataFrame, x: str, title: str, path: Path | None = Non
     for model, sub in table.groupby("model", sort=False):
         sub = sub.sort_values(x)
         ax.plot(sub[x], sub["accuracy"], marker="o", label=model)
-        ax.fill_between(sub[x], sub["ci_low"], sub["ci_high"], alpha=0.15)
+        wide_enough = (
+            sub["n_pairs"].fillna(0) >= MIN_PAIRS_FOR_INTERVAL
+            if "n_pairs" in sub
+            else pd.Series(True, index=sub.index)
+        )
+        ax.fill_between(
+            sub[x], sub["ci_low"], sub["ci_high"], where=wide_enough.to_numpy(), alpha=0.15
+        )
     ax.axhline(0.5, color="grey", ls="--", lw=1)
     ax.set_xlabel(x)
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     ax.set_ylabel("accuracy (both A/B orders)")
     ax.set_ylim(0, 1.05)
     ax.set_title(title)
@@ -187,15 +249,23 @@ def best_of_n_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
     still prefers the author's real text over the pick; right, the pick's style distance to the
     author, with the real text's own distance as the floor.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-    panels = (
-        ("real preferred", "rp_low", "rp_high", "real text preferred over the pick\n(BT RM)"),
-        ("style distance", "sd_low", "sd_high", "style distance to the author\n(lower: closer)"),
-    )
-    for ax, (col, low, high, title) in zip(axes, panels, strict=True):
-        if col not in table:
-            ax.set_axis_off()
-            continue
+    panels = [
+        panel
+        for panel in (
+            ("real preferred", "rp_low", "rp_high", "real text preferred over the pick\n(BT RM)"),
+            (
+                "style distance",
+                "sd_low",
+                "sd_high",
+                "style distance to the author\n(lower: closer)",
+            ),
+        )
+        if panel[0] in table and table[panel[0]].notna().any()
+    ]
+    # A referee that did not run (no Bradley-Terry RM) gets no panel: an empty one reads as a
+    # result of zero.
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5.5 * max(1, len(panels)), 3.6))
+    for ax, (col, low, high, title) in zip(np.atleast_1d(axes), panels, strict=False):
         rows = table.dropna(subset=[col])
         values = rows[col].to_numpy(dtype=float)
         err = np.vstack([values - rows[low].to_numpy(float), rows[high].to_numpy(float) - values])
@@ -204,6 +274,7 @@ def best_of_n_bars(table: pd.DataFrame, path: Path | None = None) -> plt.Figure:
         ax.bar_label(bars, fmt="%.2f", padding=4, fontsize=8)
         ax.invert_yaxis()
         ax.set_title(title, fontsize=10)
+        ax.set_xlabel("share of openings" if col == "real preferred" else "style distance")
         if col == "real preferred":
             ax.axvline(0.5, color="k", lw=0.8, ls="--")
             ax.set_xlim(0, 1)

@@ -3,17 +3,21 @@
 A generator LLM is slow on a CPU and absent in CI, but the series must still produce every kind
 of pair. These writers are classic, transparent techniques that need no weights:
 
-* ``markov_mimic``: a word-bigram Markov chain trained on the author's exemplars continues the
-  opening. It reuses the author's own diction and sentence lengths, so it *looks* like them,
-  while the content drifts: the spirit of ``style_mimic``.
-* ``restyle``: rewrites the real continuation in a clearly different voice (shouty short lines,
-  one long semicolon chain, lowercase chat): the spirit of ``style_random``.
+* ``markov_mimic``: a word-bigram Markov chain over the exemplar's words continues the opening.
+  It strings together word pairs the author wrote, so its vocabulary is the author's while the
+  grammar and content drift: the spirit of ``style_mimic``. Because it reuses the exemplar's own
+  words, its character n-grams are closer to the exemplar than the real text's are, so a
+  character n-gram judge always picks it (0.00 on style_mimic in run ``cpu-b``).
+* ``restyle``: three template voices (a shouty post, one long semicolon chain, lowercase chat)
+  filled with the real text's content words: the spirit of ``style_random``, and easy to spot
+  without any exemplar.
 * ``synonym_swap``: swaps 3-4 common words for close synonyms from a small built-in table and
   touches nothing else: exactly ``minor_replace``.
 
-They are for mechanics and for teaching the filters; ``cpu`` and GPU profiles use an LLM for
-style_mimic and style_random and can use ``synonym_swap`` where a small model cannot follow the
-minor_replace instruction.
+``smoke`` and ``cpu`` use them for every negative (``negatives_generator="offline"``: SmolLM2's
+own negatives were mostly a news sentence or the opening repeated, notebook 02); the GPU profiles
+ask their model for style_mimic and style_random, and any profile can use ``synonym_swap`` where a
+small model cannot follow the minor_replace instruction.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ scores it exactly like the LLM judges:
   verdict. No training, no GPU, and surprisingly strong on easy negatives.
 * :func:`bt_rows` / :func:`train_bt` / :func:`bt_baseline`: a scalar Bradley-Terry reward model
   trained with TRL's ``RewardTrainer`` (exemplars in context), the standard non-reasoning reward
-  model that PersRM-R1 argues against: it outputs a number, not reasons.
+  model that PersRM-R1 proposes to replace with a reasoning judge: it outputs a number, not
+  reasons. It is a strong baseline, not a straw man (in run ``cpu-b`` it beat the judge).
 
 Ties (equal similarity or equal reward, e.g. a pair with no exemplars) are broken by a hash of
 the two texts, never by position, so a tie cannot show up as a position bias and the same pair

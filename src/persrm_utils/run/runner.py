@@ -169,6 +169,16 @@ def run_series(
     return results
 
 
+#: Arguments for the kernel process papermill starts. ipykernel logs a warning at start-up,
+#: "Kernel is running over TCP without encryption", whenever the transport is TCP and no CurveZMQ
+#: key was provisioned: true of every local papermill kernel (it listens on 127.0.0.1 and signs
+#: messages with the connection file's HMAC key), so ``persrm run`` printed it once per notebook.
+#: Raising the kernel application's own log level to ERROR silences that start-up log; warnings
+#: raised by the notebook's code still reach the notebook's outputs, which go through the kernel's
+#: messages, not its log.
+QUIET_KERNEL: tuple[str, ...] = ("--IPKernelApp.log_level=ERROR",)
+
+
 def _execute(
     notebook: str,
     output: Path,
@@ -187,6 +197,7 @@ def _execute(
         kernel_name=kernel_name,
         progress_bar={"desc": desc, "leave": False} if progress else False,
         cwd=str(notebooks_dir()),
+        extra_arguments=list(QUIET_KERNEL),
     )
 
 

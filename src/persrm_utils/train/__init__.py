@@ -14,7 +14,13 @@ from persrm_utils.train.rewards import (
 )
 from persrm_utils.train.sft import adapter_tensor_norms, load_with_adapter, train_sft
 from persrm_utils.train.teacher import describe_traces, teacher_traces
-from persrm_utils.train.traces import accept_teacher, teacher_requests, to_sft_rows
+from persrm_utils.train.traces import (
+    accept_teacher,
+    fit_to_budget,
+    teacher_max_new_tokens,
+    teacher_requests,
+    to_sft_rows,
+)
 
 __all__ = [
     "CURVES",
@@ -23,6 +29,7 @@ __all__ = [
     "advantages",
     "correctness_reward",
     "describe_traces",
+    "fit_to_budget",
     "format_reward",
     "group_signal",
     "grpo_rows",
@@ -33,6 +40,7 @@ __all__ = [
     "preflight",
     "reward_funcs",
     "sft_pairs",
+    "teacher_max_new_tokens",
     "teacher_requests",
     "teacher_traces",
     "to_sft_rows",

@@ -32,7 +32,12 @@ from persrm_utils.generation.cache import CachedGenerator
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.generation.openai_compat import OpenAIBackend
 from persrm_utils.models.loader import load_model
-from persrm_utils.train.traces import accept_teacher, teacher_requests
+from persrm_utils.train.traces import (
+    accept_teacher,
+    fit_to_budget,
+    teacher_max_new_tokens,
+    teacher_requests,
+)
 
 REPORT = "teacher.json"
 
@@ -125,17 +130,22 @@ def teacher_traces(
 ) -> tuple[list[Any], dict[str, Any]]:
     """Traces from a named teacher with rejection sampling; writes ``sft/teacher.json``.
 
+    Pass the pairs SFT trains on (``sft_pairs(train_pairs, profile)``), not every training pair:
+    the profile's ``sft_negative_types`` decide what SFT learns whoever writes the traces. The
+    teacher writes within its own budget (:func:`teacher_max_new_tokens`), and the accepted
+    traces are cut to what the student's reasoning budget can learn (:func:`fit_to_budget`).
+
     Answers go through the run's resumable cache (``cache/teacher.jsonl``, keyed by request and
     model), so a rerun asks only for what is missing and two teachers never share answers.
     """
 
     parsed = parse_teacher(spec, profile)
     backend = make_teacher(parsed, profile, base_url)
-    requests = teacher_requests(
-        pairs, by_id, profile.max_completion_length, temperature=temperature, samples=samples
-    )
+    budget = teacher_max_new_tokens(profile.max_completion_length)
+    requests = teacher_requests(pairs, by_id, budget, temperature=temperature, samples=samples)
     cached = CachedGenerator(backend, run_path / "cache" / "teacher.jsonl")
     traces, stats = accept_teacher(cached.generate(requests, desc="teacher"), pairs)
+    traces = fit_to_budget(traces, profile.reasoning)
     write_report(run_path, _report(parsed, stats, traces))
     return traces, stats
 

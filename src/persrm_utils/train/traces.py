@@ -544,6 +544,31 @@ TEACHER_INSTRUCTION = (
 )
 
 
+#: Tokens a teacher may write: room for the reasoning :data:`TEACHER_INSTRUCTION` asks for (under
+#: 150 words, about 200 tokens) and the answer tag. A teacher's budget is its own: tied to the
+#: student's ``max_completion_length`` it would be 1 token on a verdict-only profile, and every
+#: answer would be cut off before its verdict.
+TEACHER_MIN_NEW_TOKENS = 320
+
+
+def teacher_max_new_tokens(student_max_completion_length: int) -> int:
+    """The teacher's token budget: at least :data:`TEACHER_MIN_NEW_TOKENS`, or the student's."""
+    return max(student_max_completion_length, TEACHER_MIN_NEW_TOKENS)
+
+
+def fit_to_budget(traces: Sequence[Trace], reasoning: Reasoning) -> list[Trace]:
+    """Teacher traces as the student's reasoning budget can learn them.
+
+    A verdict-only student (``reasoning="none"``) writes one letter inside harness-written tags,
+    so it can learn no reasoning: its trace keeps the teacher's (right) verdict with an empty
+    ``<think>``, the format its SFT rows need. What the teacher still contributes is the
+    rejection: pairs it got wrong give no trace. Other budgets keep the teacher's reasoning.
+    """
+    if reasoning != "none":
+        return list(traces)
+    return [t.model_copy(update={"completion": judge.format_answer("", t.verdict)}) for t in traces]
+
+
 def _seed(pair_id: str, swap: bool, sample: int) -> int:
     """A seed per (pair, order, sample): stable across runs, so the cache can resume."""
     blob = f"{pair_id}\x1f{int(swap)}\x1f{sample}".encode()
