@@ -204,7 +204,8 @@ def test_a_nan_gradient_fails_training_and_keeps_the_earlier_adapter(tmp_path, m
     with pytest.raises(TrainingError) as err:
         train_sft(profile, _rows(), out, resume=False)
     msg = str(err.value)
-    assert "training diverged: step 3 logged grad_norm = nan" in msg
+    # logging_nan_inf_filter=False: the NaN loss itself is logged (and caught) at that step
+    assert re.search(r"training diverged: step 3 logged (loss|grad_norm) = nan", msg), msg
     assert "learning rate too high" in msg and "lower sft_learning_rate" in msg
     assert earlier.read_text() == '{"from": "an earlier, healthy run"}'
     assert sorted(p.name for p in (out / ADAPTER).iterdir()) == ["adapter_config.json"]
