@@ -40,7 +40,7 @@ from persrm_utils.judge.judging import Judgement
 from persrm_utils.models.loader import import_backend_first, resolve_source
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
-from persrm_utils.train.trainer import keep_trainable_fp32, peak_rss_mb
+from persrm_utils.train.trainer import device_values, keep_trainable_fp32, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -399,7 +399,6 @@ def bt_config_values(
     (:data:`~persrm_utils.train.trainer.UNSLOTH_CHANGED_DEFAULTS`) is passed: once unsloth is
     imported (a profile that trains the judge with it), ``trl.RewardConfig`` is Unsloth's too.
     """
-    dtype = choose_dtype_name(capability if cuda else None)
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
         max_steps=max_steps,
@@ -415,17 +414,7 @@ def bt_config_values(
         logging_nan_inf_filter=False,
         save_strategy="no",  # a baseline: trained in minutes, saved once at the end
         max_length=max_length,
-        bf16=dtype == "bfloat16",  # RewardConfig defaults to bf16=True: refused on a CPU
-        fp16=dtype == "float16",
-        use_cpu=not cuda,
-        gradient_checkpointing=cuda,  # RewardConfig defaults to True: pointless on a CPU
-        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
-        torch_empty_cache_steps=None,
-        report_to="none",
-        seed=profile.seed,
-        data_seed=profile.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **device_values(profile, cuda, capability),
     )
     values.update(overrides)
     return values

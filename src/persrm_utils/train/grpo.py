@@ -22,14 +22,20 @@ from typing import Any
 from persrm_utils.errors import DataError
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.generation.requests import GenRequest, prompt_text
-from persrm_utils.hardware import choose_dtype_name, detect
+from persrm_utils.hardware import detect
 from persrm_utils.judge.format import build_messages, label
 from persrm_utils.models.loader import LoadedModel, add_lora, import_backend_first, load_model
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
 from persrm_utils.train.rewards import group_signal
 from persrm_utils.train.sft import ADAPTER
-from persrm_utils.train.trainer import TRAIN_LOG, keep_trainable_fp32, peak_rss_mb, run_trainer
+from persrm_utils.train.trainer import (
+    TRAIN_LOG,
+    device_values,
+    keep_trainable_fp32,
+    peak_rss_mb,
+    run_trainer,
+)
 
 #: What notebook 04 plots, as TRL names them in the log history.
 CURVES = (
@@ -87,7 +93,6 @@ def grpo_config_values(
     (:data:`~persrm_utils.train.trainer.UNSLOTH_CHANGED_DEFAULTS`) is passed, so the recipe is
     the same with and without Unsloth.
     """
-    dtype = choose_dtype_name(capability if cuda else None)
     steps = profile.grpo_max_steps
     values: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -134,17 +139,7 @@ def grpo_config_values(
         logging_nan_inf_filter=False,  # a NaN loss is logged as NaN, so check_finite sees it
         save_steps=max(1, steps // 3),
         save_total_limit=2,
-        bf16=dtype == "bfloat16",
-        fp16=dtype == "float16",
-        use_cpu=not cuda,
-        gradient_checkpointing=cuda,
-        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
-        torch_empty_cache_steps=None,
-        report_to="none",
-        seed=profile.seed,
-        data_seed=profile.seed,
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **device_values(profile, cuda, capability),
     )
     values.update(overrides)
     return values

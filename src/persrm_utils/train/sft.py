@@ -18,13 +18,14 @@ from typing import Any
 
 from persrm_utils.errors import DataError
 from persrm_utils.generation.requests import prompt_text
-from persrm_utils.hardware import choose_dtype_name, detect
+from persrm_utils.hardware import detect
 from persrm_utils.models.loader import LoadedModel, add_lora, import_backend_first, load_model
 from persrm_utils.profiles import Profile
 from persrm_utils.tags import VERDICT_PREFIX, VERDICT_SUFFIX
 from persrm_utils.train.trainer import (
     ADAPTER,
     TRAIN_LOG,
+    device_values,
     keep_trainable_fp32,
     peak_rss_mb,
     run_trainer,
@@ -62,7 +63,6 @@ def sft_config_values(
     the recipe is the same on both paths. ``backend`` only picks how the same loss is computed.
     """
 
-    dtype = choose_dtype_name(capability if cuda else None)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps = profile.sft_max_steps if n_rows is None else sft_steps(profile, n_rows, world)
     values: dict[str, Any] = dict(
@@ -89,17 +89,7 @@ def sft_config_values(
         # The same token-level NLL on both paths: TRL's "chunked_nll" projects only the trained
         # tokens through lm_head (less memory); Unsloth brings its own fused loss and uses "nll".
         loss_type="nll" if backend == "unsloth" else "chunked_nll",
-        bf16=dtype == "bfloat16",
-        fp16=dtype == "float16",
-        use_cpu=not cuda,
-        gradient_checkpointing=cuda,  # trades compute for memory; pointless on a tiny CPU model
-        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
-        torch_empty_cache_steps=None,
-        report_to="none",
-        seed=profile.seed,
-        data_seed=profile.seed,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
+        **device_values(profile, cuda, capability),
     )
     values.update(overrides)
     return values

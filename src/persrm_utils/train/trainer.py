@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.errors import TrainingError
+from persrm_utils.hardware import choose_dtype_name
+from persrm_utils.profiles import Profile
 
 #: The adapter folder inside a stage's output folder.
 ADAPTER = "adapter"
@@ -135,3 +137,30 @@ def run_trainer(trainer: Any, output_dir: Path, tokenizer: Any, resume: bool):
         trainer.save_model(str(output_dir / ADAPTER))
         tokenizer.save_pretrained(str(output_dir / ADAPTER))
     return seconds, checkpoint
+
+
+def device_values(profile: Profile, cuda: bool, capability: Any = None) -> dict[str, Any]:
+    """The config fields every trainer of the series sets the same way: precision, device,
+    optimizer, seeds and logging.
+
+    bf16 only on compute capability >= 8 (a T4 only emulates it: fp16 there); on a CPU neither
+    (TRL's configs refuse bf16 there). Gradient checkpointing trades compute for memory, which
+    pays on a GPU and is pointless on a small CPU model. The 8-bit optimizer only where
+    bitsandbytes' CUDA kernels are. Shared by SFT, GRPO and the Bradley-Terry baseline so the
+    three cannot drift apart, and because Unsloth changes several of these defaults
+    (:data:`UNSLOTH_CHANGED_DEFAULTS`), every one is passed explicitly.
+    """
+    dtype = choose_dtype_name(capability if cuda else None)
+    return dict(
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16",
+        use_cpu=not cuda,
+        gradient_checkpointing=cuda,
+        optim="adamw_8bit" if cuda and profile.load_in_4bit else "adamw_torch",
+        torch_empty_cache_steps=None,
+        report_to="none",
+        seed=profile.seed,
+        data_seed=profile.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
