@@ -81,3 +81,17 @@ def test_refuses_a_split_with_fewer_than_two_usable_authors():
         user_swap_pairs(corpus(n_authors=1), "test")
     with pytest.raises(DataError, match="two authors"):
         user_swap_pairs(corpus(n_texts=2), "test", k=2)
+
+
+def test_items_pooled_from_several_splits_get_ids():
+    """With one test author (smoke) the builder pools test and validation authors; a tuple of
+    splits once reached the id hash and failed with "expected str instance, tuple found"."""
+    exemplars = [
+        Exemplar(author_id=a, text_id=f"{a}/{t}", prompt="An opening.", output=f"{a} text {t}.",
+                 source="seed", meta={"split": split})
+        for a, split in (("x", "test"), ("y", "val"), ("z", "val"))
+        for t in range(3)
+    ]  # fmt: skip
+    pairs = user_swap_pairs(exemplars, ("test", "val"), None, 1, seed=0)
+    assert pairs and len({p.pair_id for p in pairs}) == len(pairs)
+    assert {p.split for p in pairs} <= {"test", "val"}

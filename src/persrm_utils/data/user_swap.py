@@ -80,7 +80,7 @@ def user_swap_pairs(
     for text_a, pos_a in zip(anchors, positions, strict=True):
         author_b = rng.choice([a for a in authors if a != text_a.author_id])
         text_b = rng.choice(usable[author_b])
-        group = _stable_id(split, "user_swap", text_a.text_id, text_b.text_id)
+        group = _stable_id("+".join(splits), "user_swap", text_a.text_id, text_b.text_id)
         pos_b = "B" if pos_a == "A" else "A"
         for user, mine, other, pos in (("a", text_a, text_b, pos_a), ("b", text_b, text_a, pos_b)):
             pool = [
