@@ -24,7 +24,10 @@ from persrm_utils.errors import ConfigError, PersRMError
 from persrm_utils.paths import runs_dir
 from persrm_utils.profiles import PROFILE_NAMES, parse_overrides
 from persrm_utils.run.folders import MANIFEST, RunFolder
-from persrm_utils.train.commands import rank
+from persrm_utils.run.runner import run_series
+from persrm_utils.setup.doctor import render, run_checks
+from persrm_utils.train.commands import rank, run_grpo_stage, run_sft_stage
+from persrm_utils.use.export import export_run
 from persrm_utils.use.persrm import (
     PersRM,
     read_batch,
@@ -159,14 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "doctor":
-            from persrm_utils.setup.doctor import render, run_checks
-
             report = run_checks()
             print(render(report))
             return 0 if report.ok else 1
         if args.command == "run":
-            from persrm_utils.run.runner import run_series
-
             run_series(
                 profile=args.profile,
                 run_name=args.run_name,
@@ -182,15 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "judge":
             return _judge(args)
         if args.command == "export":
-            from persrm_utils.use.export import export_run
-
             out = export_run(args.run_name, args.out, args.adapter, args.force)
             print(f"exported to {out}: load it with AutoModelForCausalLM.from_pretrained, or "
                   f"PersRM.from_pretrained; model card: {out / 'README.md'}")  # fmt: skip
             return 0
         if args.command in ("sft", "grpo"):
-            from persrm_utils.train.commands import run_grpo_stage, run_sft_stage
-
             stage = run_sft_stage if args.command == "sft" else run_grpo_stage
             try:
                 stage(args.profile, args.run_name, parse_overrides(args.overrides), args.force)

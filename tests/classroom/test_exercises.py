@@ -550,7 +550,7 @@ def test_every_series_notebook_has_its_exercises_and_solutions():
 
 def test_the_command_passes_solutions_to_the_runner(monkeypatch):
     seen: dict = {}
-    monkeypatch.setattr("persrm_utils.run.runner.run_series", lambda **kw: seen.update(kw) or [])
+    monkeypatch.setattr("persrm_utils.cli.run_series", lambda **kw: seen.update(kw) or [])
     assert main(["run", "--run", "r1", "--solutions"]) == 0
     assert seen["solutions"] is True and seen["run_name"] == "r1"
     assert main(["run"]) == 0 and seen["solutions"] is False

@@ -127,7 +127,6 @@ def mechanics_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> Non
                 "with it, and random weights never stop early, so every completion runs to "
                 "max_completion_length (the worst case for memory)."
             )
-        from persrm_utils.profiles import get_profile
 
         t4 = get_profile("t4", **overrides)
         rec.set("settings", {k: getattr(t4, k) for k in (

@@ -35,6 +35,7 @@ from typing import Any
 
 from persrm_utils.errors import DataError
 from persrm_utils.paths import find_c50, project_root
+from persrm_utils.profiles import get_profile
 from persrm_utils.run.folders import RunFolder
 from persrm_utils.run.stages import STAGES
 
@@ -333,8 +334,6 @@ def _types(types: Any) -> str:
 
 def _setting(stage: str, profile: str) -> str:
     """What ``profiles.py`` sets for ``stage``: a setting, true before any run."""
-    from persrm_utils.profiles import get_profile
-
     p = get_profile(profile)
     model = p.model_name.split("/")[-1]
     if stage == "01_exemplars":
