@@ -189,6 +189,13 @@ def test_preflight_keeps_prompts_with_variance_and_stops_when_there_is_none(smok
     assert checked.checked == 3 and 1 <= len(checked.kept) <= 3
     assert all(row in rows for row in checked.kept)
     assert len(checked.group_rewards) == 3 and all(len(g) == 2 for g in checked.group_rewards)
+    # the groups as notebook 04 shows them: each completion beside its reward (here its length)
+    table = checked.groups_table(2)
+    assert len(table) == 2 and [r["right answer"] for r in table] == checked.labels[:2]
+    for row, texts, rewards in zip(table, checked.group_texts, checked.group_rewards, strict=False):
+        assert [float(len(t)) for t in texts] == rewards
+        assert row["completions -> reward"].count(" -> ") == 2
+        assert row["kept"] == (rewards[0] != rewards[1])
     with pytest.raises(DataError, match="same reward") as err:
         preflight(loaded, rows, 2, 12, (_constant,), n_prompts=3, seed=0)
     assert "grpo_num_generations" in str(err.value)

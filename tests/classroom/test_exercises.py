@@ -151,7 +151,7 @@ def test_one_documented_check_per_notebook_and_tier():
 
 @pytest.mark.parametrize("name", sorted(CHECKS))
 def test_an_unanswered_exercise_prints_a_hint_and_does_not_raise(name, run, capsys):
-    assert _call(name, None, run) is False
+    assert not _call(name, None, run)
     out = _out(capsys)
     assert out.startswith("Not answered yet: ") and out.count("\n") == 1
 

@@ -55,7 +55,7 @@ def run(tmp_path: Path) -> Path:
 
 
 def test_learning_rate_check(run):
-    assert ex.check_03_knob(None, run) is False
+    assert not ex.check_03_knob(None, run)
     assert ex.check_03_knob({"sft-lr-high": 1.0, "sft-lr-low": 0.1}, run)
     with pytest.raises(ExerciseError, match="sft-lr-low"):
         ex.check_03_knob({"sft-lr-high": 1.0, "sft-lr-low": 0.2}, run)
@@ -64,7 +64,7 @@ def test_learning_rate_check(run):
 
 
 def test_beta_check(run):
-    assert ex.check_04_knob_beta(None, run) is False
+    assert not ex.check_04_knob_beta(None, run)
     assert ex.check_04_knob_beta({"kl": [0, 0.2, 0.1], "largest_at_step": 2}, run)
     with pytest.raises(ExerciseError, match="not where kl is largest"):
         ex.check_04_knob_beta({"kl": [0, 0.2, 0.1], "largest_at_step": 3}, run)
@@ -77,7 +77,7 @@ def _solve_knob(run, knob):
 
 
 def test_group_size_check(run):
-    assert ex.check_04_knob(None, run, "grpo_num_generations") is False
+    assert not ex.check_04_knob(None, run, "grpo_num_generations")
     answer = _solve_knob(run, "grpo_num_generations")
     assert answer[4]["seconds_per_step"] == 4.0 and answer[2]["frac_reward_zero_std"] == 2 / 3
     assert ex.check_04_knob(answer, run, "grpo_num_generations")
@@ -136,7 +136,7 @@ def eval_run(runs_root: Path) -> Path:
 
 def test_k_check(eval_run):
     assert ex.k_effect(eval_run) == {0: 0.5 / 3, 1: 0.5, 2: 0.5}
-    assert ex.check_05_knob_k(None, eval_run) is False
+    assert not ex.check_05_knob_k(None, eval_run)
     assert ex.check_05_knob_k({0: 0.5 / 3, 1: 0.5, 2: 0.5}, eval_run)
     with pytest.raises(ExerciseError, match="accuracy at k = 2"):
         ex.check_05_knob_k({0: 0.5 / 3, 1: 0.5, 2: 2 / 3}, eval_run)  # mean over rows

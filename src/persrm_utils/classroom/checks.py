@@ -5,6 +5,7 @@ checks).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -38,14 +39,35 @@ class ExerciseError(AssertionError):
 # ----------------------------------------------------------------------------------------------
 
 
-def _ok(message: str) -> bool:
+@dataclass(frozen=True)
+class Checked:
+    """What a check returns: true when the answer is right, false when it is not answered yet.
+
+    A check prints its verdict as it runs ("OK: ...", "Not answered yet: ..."); a wrong answer
+    raises :class:`ExerciseError`. Returning a bare ``True``/``False`` also put a stray ``False``
+    under every unanswered exercise cell of an executed notebook (the cell's last value), so the
+    result hides itself in Jupyter (``_ipython_display_`` shows nothing) and stays usable in code:
+    ``if check_03_core(answer): ...``.
+    """
+
+    passed: bool
+    message: str
+
+    def __bool__(self) -> Checked:
+        return self.passed
+
+    def _ipython_display_(self) -> None:
+        """Show nothing: the message was printed when the check ran."""
+
+
+def _ok(message: str) -> Checked:
     print(f"OK: {message}")
-    return True
+    return Checked(True, message)
 
 
-def _not_answered(hint: str) -> bool:
+def _not_answered(hint: str) -> Checked:
     print(f"Not answered yet: {hint}")
-    return False
+    return Checked(False, hint)
 
 
 def _wrong(problem: str, hint: str) -> NoReturn:

@@ -14,13 +14,21 @@ from persrm_utils.run.folders import sha256_of
 if TYPE_CHECKING:
     from persrm_utils.run.folders import RunFolder
 
-from persrm_utils.classroom.checks import _mapping, _not_answered, _ok, _run, _stage_record, _wrong
+from persrm_utils.classroom.checks import (
+    Checked,
+    _mapping,
+    _not_answered,
+    _ok,
+    _run,
+    _stage_record,
+    _wrong,
+)
 
 # 00 · Set-up
 # ----------------------------------------------------------------------------------------------
 
 
-def check_00_warmup(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> bool:
+def check_00_warmup(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> Checked:
     """The versions of trl and transformers this run used, as stage 00 recorded them.
 
     Verifies ``answer == {"trl": ..., "transformers": ...}`` against the ``versions`` of
@@ -44,7 +52,7 @@ def check_00_warmup(answer: Mapping[str, str] | None, run: RunFolder | Path | st
     return _ok(f"this run used trl {expected['trl']} and transformers {expected['transformers']}.")
 
 
-def check_00_core(answer: str | None, run: RunFolder | Path | str) -> bool:
+def check_00_core(answer: str | None, run: RunFolder | Path | str) -> Checked:
     """The SHA-256 of environment.json, computed by the learner, matching the manifest's record.
 
     Verifies that ``answer`` is the hex digest of the file's bytes *and* that it equals the hash
@@ -84,7 +92,7 @@ def check_00_core(answer: str | None, run: RunFolder | Path | str) -> bool:
     return _ok(f"environment.json hashes to {on_disk[:12]}..., exactly what the manifest records.")
 
 
-def check_00_stretch(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> bool:
+def check_00_stretch(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> Checked:
     """An override of a *real* profile field with a bad value, and the ConfigError it raised.
 
     Verifies that ``answer["field"]`` is a field of the profile (not a typo: the notebook already

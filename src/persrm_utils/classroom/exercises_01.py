@@ -23,13 +23,21 @@ if TYPE_CHECKING:
 
     from persrm_utils.run.folders import RunFolder
 
-from persrm_utils.classroom.checks import _mapping, _not_answered, _number, _ok, _run, _wrong
+from persrm_utils.classroom.checks import (
+    Checked,
+    _mapping,
+    _not_answered,
+    _number,
+    _ok,
+    _run,
+    _wrong,
+)
 
 # 01 · Exemplars
 # ----------------------------------------------------------------------------------------------
 
 
-def check_01_warmup(answer: Mapping[str, Any] | None) -> bool:
+def check_01_warmup(answer: Mapping[str, Any] | None) -> Checked:
     """A text of the learner's own and its mean sentence length, counted by hand.
 
     Verifies ``answer["mean_sentence_len"]`` against ``text_features(answer["text"])`` (within
@@ -73,7 +81,7 @@ def _top(column: pd.Series) -> list[str]:
     return sorted(column[column == column.max()].index)
 
 
-def check_01_core(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> bool:
+def check_01_core(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> Checked:
     """The authors with the longest mean sentences and with the most numbers per 100 words.
 
     Verifies the two author ids against the author profiles recomputed from the run's
@@ -116,7 +124,7 @@ def _closest_author(own: Sequence[Any], run: RunFolder) -> tuple[str, dict[str, 
     return min(dist, key=lambda a: (dist[a], a)), dist
 
 
-def check_01_stretch(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> bool:
+def check_01_stretch(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> Checked:
     """A JSONL file of one's own texts, written by hand, and the corpus author closest in style.
 
     Verifies that ``load_own_texts`` reads ``answer["file"]`` (one author, at least three texts

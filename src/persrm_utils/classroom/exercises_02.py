@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from persrm_utils.run.folders import RunFolder
 
 from persrm_utils.classroom.checks import (
+    Checked,
     _call,
     _callable,
     _mapping,
@@ -35,7 +36,7 @@ def _pairs(run: RunFolder, splits: Sequence[str] = _SPLITS) -> list[Pair]:
     return [p for s in splits for p in read_jsonl(run.path / "pairs" / f"{s}.jsonl", Pair)]
 
 
-def check_02_warmup(answer: Mapping[str, int] | None, run: RunFolder | Path | str) -> bool:
+def check_02_warmup(answer: Mapping[str, int] | None, run: RunFolder | Path | str) -> Checked:
     """The number of pairs of each negative type, over all four pairs/*.jsonl files.
 
     Verifies the counts against the pairs read back with ``read_jsonl(..., Pair)``: they are what
@@ -101,7 +102,9 @@ def _minor_replace_cases(pairs: Sequence[Pair]) -> list[tuple[str, str, str]]:
     return cases
 
 
-def check_02_core(answer: Callable[[str, str], bool] | None, run: RunFolder | Path | str) -> bool:
+def check_02_core(
+    answer: Callable[[str, str], bool] | None, run: RunFolder | Path | str
+) -> Checked:
     """A learner's minor_replace filter: ``ok(chosen, rejected) -> bool``.
 
     Verifies it against ``check_negative("minor_replace", ...)`` on the run's kept minor_replace
@@ -140,7 +143,7 @@ def _changed(chosen: str, rejected: str) -> int:
     return changed_words(chosen, rejected)
 
 
-def check_02_stretch(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> bool:
+def check_02_stretch(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> Checked:
     """Three negatives for the first pair of pairs/test.jsonl, judged as style_mimic.
 
     Verifies that ``check_negative("style_mimic", pair.chosen, text)`` drops

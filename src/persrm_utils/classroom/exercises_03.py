@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 from persrm_utils.classroom.checks import (
     MODEL_03,
+    Checked,
     _mapping,
     _not_answered,
     _number,
@@ -35,7 +36,7 @@ def qlora_base_bytes(model: str = MODEL_03) -> float:
     return (arch.parameters() - emb) * NF4_BYTES + emb * 2
 
 
-def check_03_warmup(answer: float | None) -> bool:
+def check_03_warmup(answer: float | None) -> Checked:
     """The bytes the frozen base weights of Qwen2.5-7B take under QLoRA.
 
     Verifies, within 0.1%, (parameters - embedding parameters) x ``memory.NF4_BYTES`` plus the
@@ -84,7 +85,7 @@ _REASON_HINTS: dict[str, str] = {
 }
 
 
-def check_03_core(answer: Mapping[str, str] | None) -> bool:
+def check_03_core(answer: Mapping[str, str] | None) -> Checked:
     """One judge output per reason a verdict is invalid, each parsed as exactly that reason.
 
     Verifies ``parse_verdict(answer[reason]).reason == reason`` for every reason of
@@ -119,7 +120,7 @@ def _first_difference(expected: str, given: str) -> tuple[int, str, str]:
     return len(want), "(a final newline or none)", "(the other)"
 
 
-def check_03_stretch(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> bool:
+def check_03_stretch(answer: Mapping[str, str] | None, run: RunFolder | Path | str) -> Checked:
     """The judge's user message for the first test pair with no exemplars (k=0) and A/B swapped.
 
     Verifies ``answer["user"] == judge.user_message(pair, by_id, k=0, swap=True)`` for the first

@@ -11,13 +11,21 @@ from persrm_utils.train.rewards import advantages, correctness_reward, format_re
 if TYPE_CHECKING:
     pass
 
-from persrm_utils.classroom.checks import GROUP_04, REWARDS_04, _not_answered, _number, _ok, _wrong
+from persrm_utils.classroom.checks import (
+    GROUP_04,
+    REWARDS_04,
+    Checked,
+    _not_answered,
+    _number,
+    _ok,
+    _wrong,
+)
 
 # 04 · GRPO
 # ----------------------------------------------------------------------------------------------
 
 
-def check_04_warmup(answer: Sequence[float] | None) -> bool:
+def check_04_warmup(answer: Sequence[float] | None) -> Checked:
     """Group-relative advantages of ``REWARDS_04`` (groups of ``GROUP_04``), computed by hand.
 
     Verifies each value, within 0.001, against ``rewards.advantages``: (reward - group mean) /
@@ -48,7 +56,7 @@ def check_04_warmup(answer: Sequence[float] | None) -> bool:
     return _ok(f"advantages match; group(s) {idle} have advantage 0 everywhere: no gradient.")
 
 
-def check_04_core(answer: Sequence[str] | None) -> bool:
+def check_04_core(answer: Sequence[str] | None) -> Checked:
     """Three reward hacks: outputs containing "[[A]]" that correctness_reward scores -1 for A.
 
     Verifies that each of at least three distinct strings contains "[[A]]" (a naive
@@ -89,7 +97,7 @@ def _dodge(verdict: Any) -> str:
     return "no reasoning" if verdict.think is None else "empty reasoning"
 
 
-def check_04_stretch(answer: Sequence[str] | None) -> bool:
+def check_04_stretch(answer: Sequence[str] | None) -> Checked:
     """A group of four wrong verdicts (label A) that still gives GRPO a learning signal.
 
     Verifies that all four completions get -1 from ``correctness_reward`` and that their total

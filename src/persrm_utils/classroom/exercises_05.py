@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from persrm_utils.run.folders import RunFolder
 
 from persrm_utils.classroom.checks import (
+    Checked,
     _call,
     _callable,
     _mapping,
@@ -50,7 +51,7 @@ def _unseen_predictions(run: RunFolder) -> pd.DataFrame:
     return df
 
 
-def check_05_warmup(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> bool:
+def check_05_warmup(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> Checked:
     """The most accurate model on unseen authors, and whether its interval is above chance.
 
     Verifies ``answer["best"]`` against the highest accuracy of eval/overall.csv (any tied model
@@ -83,7 +84,7 @@ def check_05_warmup(answer: Mapping[str, Any] | None, run: RunFolder | Path | st
     )
 
 
-def check_05_core(answer: Mapping[str, float] | None, run: RunFolder | Path | str) -> bool:
+def check_05_core(answer: Mapping[str, float] | None, run: RunFolder | Path | str) -> Checked:
     """Position-debiased accuracy on unseen authors, per model, from eval/predictions.jsonl.
 
     Verifies the learner's numbers against a recomputation (per pair the mean correctness over
@@ -165,7 +166,7 @@ def _check_interval(fn: Callable[..., Any], scores: Any, tol: float, case: str) 
         )
 
 
-def check_05_stretch(answer: Callable[..., Any] | None, run: RunFolder | Path | str) -> bool:
+def check_05_stretch(answer: Callable[..., Any] | None, run: RunFolder | Path | str) -> Checked:
     """A learner's percentile bootstrap ``my_ci(scores, n_boot, seed) -> (low, high)``.
 
     Verifies it on synthetic pair scores (within 0.06 of ``bootstrap_ci`` for a skewed 20, where

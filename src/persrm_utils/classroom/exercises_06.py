@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from persrm_utils.run.folders import RunFolder
 
 from persrm_utils.classroom.checks import (
+    Checked,
     _call,
     _callable,
     _mapping,
@@ -36,7 +37,9 @@ def _drafts(run: RunFolder) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def check_06_warmup(answer: Callable[[int, int], int] | None, run: RunFolder | Path | str) -> bool:
+def check_06_warmup(
+    answer: Callable[[int, int], int] | None, run: RunFolder | Path | str
+) -> Checked:
     """A learner's ``n_comparisons(n_tasks, n_drafts)``: judge calls of the round-robin.
 
     Verifies it against ``len(comparison_plan(n_drafts)) * n_tasks`` for several sizes and
@@ -74,7 +77,7 @@ def _nan_argmin(values: Sequence[float]) -> list[int]:
     return [i for i, v in enumerate(values) if v == min(finite)]
 
 
-def check_06_core(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> bool:
+def check_06_core(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> Checked:
     """Re-pick every task's draft by the smallest style distance, from bon/drafts.jsonl.
 
     Verifies ``answer["picks"]`` (task id -> draft index; any tie is right) and
@@ -119,7 +122,7 @@ def check_06_core(answer: Mapping[str, Any] | None, run: RunFolder | Path | str)
     )
 
 
-def check_06_stretch(answer: Callable[..., Sequence[float]] | None) -> bool:
+def check_06_stretch(answer: Callable[..., Sequence[float]] | None) -> Checked:
     """A learner's ``win_rates(n, letters)``: each draft's score in a round-robin tournament.
 
     Verifies it against ``best_of_n.score_tournament(...).scores`` on 20 seeded tournaments of

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.classroom.checks import (
+    Checked,
     ExerciseError,
     _mapping,
     _not_answered,
@@ -181,7 +182,7 @@ def loss_drop(experiment: Mapping[str, Any]) -> float:
     return losses[0] - losses[-1]
 
 
-def check_03_knob(answer: Mapping[str, float] | None, run: Any) -> bool:
+def check_03_knob(answer: Mapping[str, float] | None, run: Any) -> Checked:
     """The learning-rate knob: the loss drop of every ``sft`` experiment, by label."""
     if answer is None:
         return _not_answered(
@@ -198,7 +199,7 @@ def check_03_knob(answer: Mapping[str, float] | None, run: Any) -> bool:
     return _ok(f"loss drop by learning rate: {', '.join(f'{rates[k]}: {drops[k]}' for k in drops)}")
 
 
-def check_04_knob_beta(answer: Mapping[str, Any] | None, run: Any) -> bool:
+def check_04_knob_beta(answer: Mapping[str, Any] | None, run: Any) -> Checked:
     """``beta`` > 0: the KL per step of the experiment, and at which step it was largest."""
     if answer is None:
         return _not_answered(
@@ -252,7 +253,7 @@ def knob_experiments(run: Any, knob: str) -> dict[Any, dict[str, Any]]:
     }
 
 
-def check_04_knob(answer: Mapping[Any, Any] | None, run: Any, knob: str) -> bool:
+def check_04_knob(answer: Mapping[Any, Any] | None, run: Any, knob: str) -> Checked:
     """A GRPO knob (group size G, or completion length): what each value measured.
 
     ``answer = {value: {"frac_reward_zero_std": ..., "completions/mean_length": ...,
@@ -337,7 +338,7 @@ def _check_table(answer: Any, expected: dict, what: str, example: str, hint: str
         _close(_number(answer[key], f"{what} {key}"), value, f"{what} {key}", hint, tol=1e-6)
 
 
-def check_05_knob_k(answer: Mapping[int, float] | None, run: Any) -> bool:
+def check_05_knob_k(answer: Mapping[int, float] | None, run: Any) -> Checked:
     """Accuracy of the final judge by k (0 = the ablation without exemplars), unseen authors."""
     if answer is None:
         return _not_answered(
@@ -356,7 +357,7 @@ def check_05_knob_k(answer: Mapping[int, float] | None, run: Any) -> bool:
     return _ok(f"SFT + GRPO by number of exemplars: {shown}.")
 
 
-def check_05_knob_type(answer: Mapping[str, float] | None, run: Any) -> bool:
+def check_05_knob_type(answer: Mapping[str, float] | None, run: Any) -> Checked:
     """Accuracy of the character n-gram baseline by negative type, unseen authors."""
     if answer is None:
         return _not_answered(

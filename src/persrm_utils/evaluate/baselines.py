@@ -40,6 +40,7 @@ from persrm_utils.judge.judging import Judgement
 from persrm_utils.models.loader import import_backend_first, resolve_source
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
+from persrm_utils.train.log_lines import use_log_lines
 from persrm_utils.train.trainer import device_values, keep_trainable_fp32, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -514,6 +515,7 @@ def train_bt(
             "report this as a bug in persrm_utils.evaluate.baselines (the TRL version may have "
             "changed).",
         )
+    use_log_lines(trainer)  # one short line per logged step, not the raw log dictionaries
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

@@ -27,6 +27,7 @@ from persrm_utils.hardware import Hardware, choose_dtype_name, detect
 from persrm_utils.models.smollm2 import smollm2_dir
 from persrm_utils.models.tiny import CHAT_TEMPLATE, seed_texts, tiny_model_dir
 from persrm_utils.profiles import Profile
+from persrm_utils.setup.import_order import quiet_known_noise
 
 Backend = Literal["unsloth", "transformers"]
 
@@ -301,6 +302,7 @@ def load_model(
     ``texts`` only matters for the tiny model: its tokenizer is trained on them (by default the
     built-in seed corpus), so that the smoke profile tokenizes the series' data sensibly.
     """
+    quiet_known_noise()  # before bitsandbytes is imported
     hw = hardware or detect()
     backend, why = choose_backend(profile, hw)
     start = time.perf_counter()

@@ -38,6 +38,7 @@ from persrm_utils.paths import find_c50, project_root
 from persrm_utils.profiles import get_profile
 from persrm_utils.run.folders import RunFolder
 from persrm_utils.run.stages import STAGES
+from persrm_utils.run.tidy import untidy_outputs
 
 RECORD = "timings.json"
 RESULTS = "results.json"
@@ -697,10 +698,25 @@ def _scrub(text: str, run_path: Path, root: Path) -> str:
 
 
 def publish_reference(run_path: Path, root: Path | None = None) -> list[Path]:
-    """Copy a run's executed notebooks (series and solutions) to ``docs/reference/<profile>/``."""
+    """Copy a run's executed notebooks (series and solutions) to ``docs/reference/<profile>/``.
 
+    Refuses, before anything is replaced, a run whose notebooks carry output noise
+    (:func:`persrm_utils.run.tidy.untidy_outputs`): the published copies are what a learner reads.
+    """
     root = root or project_root()
     run = RunFolder.open(run_path)
+    executed = [
+        nb
+        for sub in ("", "solutions")
+        for nb in sorted((run.path / "notebooks" / sub).glob("*.ipynb"))
+    ]
+    if noise := [line for nb in executed for line in untidy_outputs(nb)]:
+        raise DataError(
+            f"{len(noise)} noisy output(s) in the executed notebooks of {run.path}:\n  "
+            + "\n  ".join(noise[:20]),
+            "execute the run with `persrm run` (its kernels turn progress bars off) on this "
+            "version of the package, or silence the new noise where it arises, then publish again.",
+        )
     dest = reference_dir(root) / run.manifest.profile
     if dest.exists():
         shutil.rmtree(dest)

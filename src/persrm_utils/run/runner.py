@@ -13,8 +13,10 @@ not record them, and a failing one stops the run like a failing stage but marks 
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,29 @@ def run_series(
 #: messages, not its log.
 QUIET_KERNEL: tuple[str, ...] = ("--IPKernelApp.log_level=ERROR",)
 
+#: Environment of the kernels ``persrm run`` starts. A progress bar saved in an executed notebook
+#: keeps only its first frame ("Loading weights: 0%| | 0/26"), since a widget's later states are
+#: not stored in the file: the executed copies would show a stalled bar in every model-loading
+#: cell. So headless runs turn bars off: tqdm's own switch (read when tqdm is imported, i.e. in
+#: the kernel, not in this process, whose bar shows the notebook's progress) and the Hub's, which
+#: transformers follows. In an interactive notebook the bars stay on and render as widgets.
+HEADLESS_ENV: dict[str, str] = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+@contextmanager
+def headless_env() -> Iterator[None]:
+    """Set :data:`HEADLESS_ENV` while a kernel starts (it inherits it); restore it after."""
+    old = {k: os.environ.get(k) for k in HEADLESS_ENV}
+    os.environ.update(HEADLESS_ENV)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
 
 def _execute(
     notebook: str,
@@ -190,15 +215,16 @@ def _execute(
     """Execute one committed notebook with papermill, from the notebooks folder, into ``output``."""
     import papermill as pm
 
-    pm.execute_notebook(
-        str(notebooks_dir() / notebook),
-        str(output),
-        parameters=parameters,
-        kernel_name=kernel_name,
-        progress_bar={"desc": desc, "leave": False} if progress else False,
-        cwd=str(notebooks_dir()),
-        extra_arguments=list(QUIET_KERNEL),
-    )
+    with headless_env():
+        pm.execute_notebook(
+            str(notebooks_dir() / notebook),
+            str(output),
+            parameters=parameters,
+            kernel_name=kernel_name,
+            progress_bar={"desc": desc, "leave": False} if progress else False,
+            cwd=str(notebooks_dir()),
+            extra_arguments=list(QUIET_KERNEL),
+        )
 
 
 def _run_solutions(

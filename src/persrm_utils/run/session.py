@@ -15,6 +15,7 @@ from typing import Any
 from persrm_utils.profiles import Profile, get_profile
 from persrm_utils.run.folders import RunFolder, StageRecord
 from persrm_utils.run.stages import get_stage
+from persrm_utils.setup.import_order import quiet_known_noise
 
 
 @dataclass
@@ -52,6 +53,7 @@ def start_stage(
     overrides: dict[str, Any] | None = None,
 ) -> StageSession:
     """Validate, open the run folder, check inputs, mark the stage running, print a banner."""
+    quiet_known_noise()  # before any cell of the stage imports bitsandbytes or trains
     name = get_stage(stage).name
     prof = get_profile(profile, **(overrides or {}))
     run = RunFolder.create(run_name or prof.name, prof.name, overrides)

@@ -8,9 +8,45 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+#: Library log messages that say nothing a learner can act on, by the logger that emits them.
+#: bitsandbytes 0.50 logs at import, on a CPU with AVX512-BF16, that it cannot fetch an optional
+#: fast kernel from the Hub (the ``kernels`` package): it falls back to its ordinary CPU kernel,
+#: which the series measured. transformers 5.17 warns that "mtime may not be reliable" whenever
+#: two checkpoints were written within a second (a tiny model's steps are that fast) and then
+#: orders them by step number, the order the series relies on anyway.
+KNOWN_NOISE: dict[str, tuple[str, ...]] = {
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",),
+    "transformers.trainer_utils": ("mtime may not be reliable",),
+}
+
+
+class _DropKnownNoise(logging.Filter):
+    """Drops a record whose message starts with one of the given texts; keeps everything else."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_known_noise() -> None:
+    """Silence exactly the messages of :data:`KNOWN_NOISE` (idempotent; imports nothing).
+
+    A logger's filter sees the records logged on that logger, so it is attached to the emitting
+    logger itself, before the library is imported: every other warning of those libraries still
+    shows.
+    """
+    for name, prefixes in KNOWN_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
+            logger.addFilter(_DropKnownNoise(prefixes))
 
 
 def cuda_available() -> bool:
@@ -35,8 +71,10 @@ def unsloth_first(
     A notebook that builds LoRA or NF4 by hand imports transformers, peft and bitsandbytes long
     before ``load_model`` imports unsloth; on a GPU unsloth then warns that it was imported too
     late and may be slower. Called first thing, before those imports, this keeps a GPU run clean;
-    on a CPU (or without unsloth) it does nothing and imports nothing but torch.
+    on a CPU (or without unsloth) it does nothing and imports nothing but torch. It also
+    silences the known library noise (:func:`quiet_known_noise`), before those imports.
     """
+    quiet_known_noise()
     if importlib.util.find_spec("unsloth") is None:
         return "unsloth is not installed: plain transformers + peft"
     if cuda is None:

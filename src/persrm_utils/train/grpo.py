@@ -295,10 +295,32 @@ class Preflight:
     kept: list[dict]
     signal: dict[str, float]
     group_rewards: list[list[float]]
+    #: The sampled completions of each group, and the right answer of each prompt: what GRPO
+    #: compares (the notebook shows a few groups beside their rewards).
+    group_texts: list[list[str]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
 
     @property
     def kept_share(self) -> float:
         return len(self.kept) / self.checked if self.checked else 0.0
+
+    def groups_table(self, n: int = 4) -> list[dict[str, Any]]:
+        """The first ``n`` groups as rows: right answer, each completion with its reward, kept.
+
+        Completions are shown after the harness's prefix (on a verdict-only profile, the one
+        letter the judge wrote) and cut to 60 characters.
+        """
+        rows = []
+        for i, (texts, rewards) in enumerate(
+            zip(self.group_texts, self.group_rewards, strict=False)
+        ):
+            if i >= n:
+                break
+            shown = [f"{t.strip()[:60]!r} -> {r:+.2f}" for t, r in zip(texts, rewards, strict=True)]
+            rows.append({"right answer": self.labels[i] if i < len(self.labels) else "?",
+                         "completions -> reward": " | ".join(shown),
+                         "kept": statistics.pstdev(rewards) > 0})  # fmt: skip
+        return rows
 
 
 def preflight(
@@ -349,4 +371,5 @@ def preflight(
             "prompts (grpo_preflight_prompts); in both cases a larger group "
             "(grpo_num_generations) or a higher temperature gives variance a better chance.",
         )
-    return Preflight(len(picked), kept, signal, groups)
+    group_texts = [texts[i : i + group_size] for i in range(0, len(texts), group_size)]
+    return Preflight(len(picked), kept, signal, groups, group_texts, [r["label"] for r in picked])

@@ -16,6 +16,7 @@ from typing import Any
 from persrm_utils.errors import TrainingError
 from persrm_utils.hardware import choose_dtype_name
 from persrm_utils.profiles import Profile
+from persrm_utils.train.log_lines import use_log_lines
 
 #: The adapter folder inside a stage's output folder.
 ADAPTER = "adapter"
@@ -129,6 +130,7 @@ def run_trainer(trainer: Any, output_dir: Path, tokenizer: Any, resume: bool):
     with its tokenizer, into ``output_dir/adapter``. Returns (seconds, checkpoint resumed from).
     """
     checkpoint = last_checkpoint(output_dir) if resume else None
+    use_log_lines(trainer)  # one short line per logged step, not the raw log dictionaries
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - start
