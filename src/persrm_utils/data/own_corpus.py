@@ -43,7 +43,7 @@ from persrm_utils.records import Exemplar, iter_jsonl_objects
 
 #: Why a row was dropped, in the order the checks run.
 REASONS = {
-    "empty_author": "author empty, missing, or neither text nor a whole number",
+    "empty_author": "author empty, missing or not text",
     "empty_text": "text empty, missing or not text",
     "duplicate_id": "text_id already used by an earlier row",
     "duplicate_text": "same text as an earlier row",
