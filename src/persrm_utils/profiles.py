@@ -195,7 +195,8 @@ class Profile(BaseModel):
         default=None,
         validate_default=True,
         description="corpus='file': a .jsonl/.csv file or a saved datasets folder (needed); "
-        "corpus='c50': the folder with C50train/ (default: $PERSRM_C50_DIR or the usual places)",
+        "corpus='c50': the folder with C50train/ (wins over $PERSRM_C50_DIR; unset: "
+        "$PERSRM_C50_DIR or the usual places)",
     )
     author_field: str = Field(default="author", min_length=1, description="corpus='file': author")
     text_field: str = Field(default="text", min_length=1, description="corpus='file': the text")

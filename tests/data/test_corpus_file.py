@@ -134,6 +134,102 @@ def test_a_missing_field_names_the_fields_the_file_has(tmp_path):
         load_corpus_file(tmp_path / "not-a-dataset", "writer", "body")
 
 
+def test_a_saved_dataset_dict_keeps_every_row_with_ids_unique_across_splits(tmp_path):
+    """Row numbers restart in each split: the generated ids must not, or half the rows would be
+    dropped as 'duplicate_id' although no row repeats an id."""
+    import datasets
+
+    rows = [{"writer": r["writer"], "body": r["body"]} for r in _good_rows()]
+    train, test = rows[::2], rows[1::2]  # 5 and 4 rows, texts all different
+    saved = tmp_path / "replies"
+    datasets.DatasetDict(
+        {"train": datasets.Dataset.from_list(train), "test": datasets.Dataset.from_list(test)}
+    ).save_to_disk(str(saved))
+    kept, report = load_corpus_file(saved, "writer", "body")
+    assert report.rows == 9 and report.kept_texts == 9 and report.n_dropped == 0
+    assert "9 rows read, 9 texts by 3 authors kept, 0 dropped" in str(report)
+    ids = [e.text_id for e in kept]
+    assert len(set(ids)) == 9
+    assert {"replies:test:1", "replies:train:1"} <= set(ids)
+    assert {e.meta["row"] for e in kept} >= {"split 'test' row 1", "split 'train' row 1"}
+
+
+def test_a_generated_id_that_an_earlier_row_already_took_is_not_a_duplicate_id(tmp_path):
+    """A row without a text_id is not 'a text_id already used': it gets another id and is kept."""
+    rows = [{"writer": r["writer"], "body": r["body"]} for r in _good_rows()]
+    rows[0]["text_id"] = "c:2"  # the id the loader would give the row on line 2
+    path = _jsonl(tmp_path / "c.jsonl", rows)
+    kept, report = load_corpus_file(path, "writer", "body")
+    assert report.n_dropped == 0 and report.kept_texts == 9
+    ids = [e.text_id for e in kept]
+    assert len(set(ids)) == 9 and "c:2" in ids
+    # a text_id the file itself repeats is still a duplicate id
+    rows[3]["text_id"] = "c:2"
+    kept, report = load_corpus_file(_jsonl(path, rows), "writer", "body")
+    assert dict(report.dropped) == {"duplicate_id": 1}
+    assert report.examples["duplicate_id"].startswith("line 4 (text_id 'c:2' of line 1): {")
+
+
+def _raw(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_csv_row_with_more_or_fewer_fields_than_the_header_is_an_error_naming_every_line(
+    tmp_path,
+):
+    """An unquoted comma splits a text into two fields: csv would keep the part before it as the
+    whole text. The load stops instead, naming each such line and the fix."""
+    lines = ["writer,body"]
+    lines += [f'{r["writer"]},"{r["body"]}"' for r in _good_rows()]
+    lines[2] = "ana,We are sorry, truly. A new parcel ships today."  # line 3: 3 fields
+    lines[5] = "ben"  # line 6: 1 field
+    lines[8] = "cy,Dear customer, your claim is registered, expect a letter. Thanks."  # line 9
+    path = _raw(tmp_path / "team.csv", "\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        load_corpus_file(path, "writer", "body")
+    msg = str(err.value)
+    assert f"{path}, line 3: 3 rows have a different number of fields than the header (2)" in msg
+    assert "line 3 has 3 fields, line 6 has 1, line 9 has 4" in msg
+    assert "outside quotes is split there and would be cut short: put each text in double" in msg
+    # quoted, the same texts load whole: nothing cut
+    lines[2] = 'ana,"We are sorry, truly. A new parcel ships today."'
+    lines[5] = 'ben,"Hey! Try turning it off and on. Works every time!"'
+    lines[8] = 'cy,"Dear customer, your claim is registered, expect a letter. Thanks."'
+    kept, report = load_corpus_file(_raw(path, "\n".join(lines) + "\n"), "writer", "body")
+    assert report.n_dropped == 0 and report.kept_texts == 9
+    ana = [f"{e.prompt} {e.output}" for e in kept if e.author_id == "ana"]
+    assert "We are sorry, truly. A new parcel ships today." in ana
+
+
+def test_a_tsv_row_with_a_stray_tab_is_named_too(tmp_path):
+    path = _raw(tmp_path / "team.tsv", "writer\tbody\nana\tOne. Two.\tthree\n")
+    with pytest.raises(DataError, match=r"line 2 has 3 fields.*a tab") as err:
+        load_corpus_file(path, "writer", "body")
+    assert f"{path}, line 2:" in str(err.value)
+
+
+def test_numeric_author_ids_are_ids(tmp_path):
+    """Employee numbers, user ids: a number is an author id (as text), not a missing author."""
+    import datasets
+
+    numbers = {"ana": 7, "ben": 8, "cy": 9}
+    rows = [r | {"writer": numbers[r["writer"]]} for r in _good_rows()]
+    kept, report = load_corpus_file(_jsonl(tmp_path / "c.jsonl", rows), "writer", "body")
+    assert report.n_dropped == 0 and sorted({e.author_id for e in kept}) == ["7", "8", "9"]
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_list(rows).save_to_disk(str(saved))  # an int64 column
+    kept2, report = load_corpus_file(saved, "writer", "body")
+    assert report.n_dropped == 0
+    assert [(e.author_id, e.text_id) for e in kept2] == [(e.author_id, e.text_id) for e in kept]
+    # numeric text ids are ids too; true/false is neither an author nor an id
+    rows = [r | {"text_id": i} for i, r in enumerate(rows, 100)]
+    rows[0]["writer"] = True
+    kept, report = load_corpus_file(_jsonl(tmp_path / "d.jsonl", rows), "writer", "body")
+    assert dict(report.dropped) == {"empty_author": 1}
+    assert {e.text_id for e in kept} == {str(i) for i in range(101, 109)}
+
+
 def _file_profile(path: Path, **kw):
     return get_profile("smoke", corpus="file", corpus_path=str(path), author_field="writer",
                        text_field="body", **kw)  # fmt: skip

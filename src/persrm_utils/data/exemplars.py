@@ -162,16 +162,44 @@ def read_exemplars(path: Path | str) -> list[Exemplar]:
     return out
 
 
-def _check_own_against_corpus(corpus: Sequence[Exemplar], own: Sequence[Exemplar]) -> None:
-    """Your texts must not reuse a corpus text id, nor be a corpus text under another id."""
+def _own_place(ex: Exemplar) -> dict[str, Any]:
+    """The file and line an own text came from (from its meta), as DataError arguments."""
+    where = {"path": ex.meta.get("file"), "line": ex.meta.get("line")}
+    return {k: (str(v) if k == "path" else int(v)) for k, v in where.items() if v is not None}
 
+
+def _check_own_author(corpus: Sequence[Exemplar], own: Sequence[Exemplar]) -> None:
+    """Your author id must not be a corpus author's: the two would count as one person.
+
+    Your texts join the unseen test authors, while that corpus author's texts may be in
+    training: the test would then ask about an author the model has read, and report it as a
+    new user. Refused rather than renamed, so that the id in every later table is the one you
+    chose.
+    """
+    authors = {ex.author_id for ex in corpus}
+    for ex in own:
+        if ex.author_id in authors:
+            raise DataError(
+                f"your author id '{ex.author_id}' is also an author of the corpus: your texts "
+                "and theirs would count as one person, and the 'unseen' test author would be "
+                "one the model trained on",
+                "choose another author id for your texts (e.g. 'me'): MY_NAME or the form's "
+                "name in notebook 01, or the author_id field of your file.",
+                field="author_id",
+                **_own_place(ex),
+            )
+
+
+def _check_own_against_corpus(corpus: Sequence[Exemplar], own: Sequence[Exemplar]) -> None:
+    """Your texts must not reuse a corpus author or text id, nor be a corpus text."""
+
+    _check_own_author(corpus, own)
     by_id = {ex.text_id: ex for ex in corpus}
     by_prompt: dict[str, list[Exemplar]] = defaultdict(list)
     for ex in corpus:
         by_prompt[text_key(ex.prompt)].append(ex)
     for ex in own:
-        where = {"path": ex.meta.get("file"), "line": ex.meta.get("line")}
-        where = {k: (str(v) if k == "path" else int(v)) for k, v in where.items() if v is not None}
+        where = _own_place(ex)
         if ex.text_id in by_id:
             other = by_id[ex.text_id]
             raise DataError(

@@ -10,20 +10,26 @@ One profile switch (``corpus="file"``) runs the whole series on it. What can be 
   ``datasets.load_dataset`` reads (``.parquet``, ``.json``; every split is read, in name order);
 
 each with an author field and a text field, named by ``author_field`` and ``text_field``. An
-optional ``text_id`` field is used as the text's id (else ``<file stem>:<row>``).
+author id may be text or a whole number (employee numbers, user ids: ``7`` becomes ``"7"``). An
+optional ``text_id`` field (text or a whole number) is used as the text's id, else
+``<file stem>:<row>`` (``<file stem>:<split>:<row>`` for a dataset with several splits, whose row
+numbers restart in each split).
 
 Real collections are messy, so rows that cannot be used are **dropped, counted and reported**
 (never silently): an empty or non-text author or text, a text too short to split into an opening
 sentence and a continuation, a text that repeats an earlier one (or an id already used), and
 finally every text of an author left with fewer than ``min_texts`` usable texts (one is shown to
 the judge as an exemplar, another is tested on). :class:`DropReport` says how many, why, and shows
-the first row of each kind. A structural problem (no such file, a missing column, bad JSON) stops
-the load with a :class:`~persrm_utils.errors.DataError` naming the file and the fix.
+the first row of each kind. A structural problem (no such file, a missing column, bad JSON, a CSV
+row with more or fewer fields than the header) stops the load with a
+:class:`~persrm_utils.errors.DataError` naming the file, the line(s) and the fix: a CSV text with
+an unquoted comma would otherwise be cut at the comma without a word.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -99,13 +105,19 @@ def _preview(row: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(where, row)`` for every row of the source: where is "line N" or "row N"."""
+#: A row as read: where it is ("line N", "row N", "split 's' row N"), the part of its generated
+#: id that makes it unique in the source ("N", or "s:N" when a dataset has several splits), and
+#: the row itself.
+Row = tuple[str, str, dict[str, Any]]
+
+
+def _rows(path: Path) -> Iterator[Row]:
+    """Every row of the source, with where it is and the key of its generated id."""
     if path.is_dir():
         yield from _dataset_rows(path)
     elif path.suffix.lower() == ".jsonl":
         for n, obj in iter_jsonl_objects(path):
-            yield f"line {n}", obj
+            yield f"line {n}", str(n), obj
     elif path.suffix.lower() in (".csv", ".tsv"):
         yield from _csv_rows(path)
     elif path.suffix.lower() in _DATASET_FILES:
@@ -119,14 +131,24 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         )
 
 
-def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _csv_rows(path: Path) -> list[Row]:
+    """Every row of a CSV/TSV file, read whole first so that every malformed row is named."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    rows: list[Row] = []
+    wrong: list[tuple[int, int]] = []  # (line, fields) of rows whose field count is off
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            for row in reader:
-                # line of the row's last physical line: a quoted field may span several lines
-                yield f"line {reader.line_num}", {k: v for k, v in row.items() if k is not None}
+            reader = csv.reader(fh, delimiter=delimiter)
+            header = next(reader, [])
+            for fields in reader:
+                if not fields:
+                    continue  # a blank line, as csv.DictReader skips it
+                # the row's last physical line: a quoted field may span several lines
+                line = reader.line_num
+                if len(fields) != len(header):
+                    wrong.append((line, len(fields)))
+                    continue
+                rows.append((f"line {line}", str(line), dict(zip(header, fields, strict=True))))
     except UnicodeDecodeError as exc:
         raise DataError(
             f"is not UTF-8 (byte offset {exc.start})",
@@ -136,9 +158,40 @@ def _csv_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     except csv.Error as exc:
         raise DataError(f"is not a readable CSV ({exc})", "check its quoting.",
                         path=str(path)) from None  # fmt: skip
+    if wrong:
+        raise _field_count_error(path, len(header), wrong, delimiter)
+    return rows
 
 
-def _dataset_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def _field_count_error(
+    path: Path, n_header: int, wrong: list[tuple[int, int]], delimiter: str
+) -> DataError:
+    """Rows with more or fewer fields than the header, every one named.
+
+    Python's csv reader would file the extra fields of such a row under no name and keep the
+    text cut at the first unquoted comma: a shorter text that looks fine. Stopping is the only
+    honest answer, since the reader cannot tell where the text was meant to end.
+    """
+    shown = ", ".join(
+        f"line {line} has {n}" if i else f"line {line} has {n} field{'s' * (n != 1)}"
+        for i, (line, n) in enumerate(wrong[:10])
+    )
+    more = f" and {len(wrong) - 10} more" if len(wrong) > 10 else ""
+    sep = "a tab" if delimiter == "\t" else "a comma"
+    return DataError(
+        f"{len(wrong)} row{'s' if len(wrong) > 1 else ''} "
+        f"{'have' if len(wrong) > 1 else 'has'} a different number of fields than the header "
+        f"({n_header}): {shown}{more}",
+        f"a text holding {sep} outside quotes is split there and would be cut short: put each "
+        'text in double quotes ("...", a quote inside written as ""), as a spreadsheet\'s '
+        "'Save as CSV' does. A row with too few fields lacks a value: fill it in, or delete "
+        "the row.",
+        path=str(path),
+        line=wrong[0][0],
+    )
+
+
+def _dataset_rows(path: Path) -> Iterator[Row]:
     """Rows of a saved ``datasets`` dataset (folder) or of a file ``load_dataset`` reads."""
     import datasets
 
@@ -164,7 +217,8 @@ def _dataset_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for name, part in parts:
         prefix = f"split '{name}' " if name else ""
         for i, row in enumerate(part, 1):
-            yield f"{prefix}row {i}", row
+            # row numbers restart in each split: the split's name keeps generated ids unique
+            yield f"{prefix}row {i}", f"{name}:{i}" if len(parts) > 1 else str(i), row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,26 +257,26 @@ def load_corpus_file(
             path=str(path),
         )
     report = DropReport(path=str(path))
-    ids: set[str] = set()
+    ids: dict[str, str] = {}  # text id -> where the row that has it is
     texts: set[str] = set()
     kept: dict[str, list[tuple[str, Exemplar]]] = defaultdict(list)
-    for where, row in _rows(path):
+    for where, row_key, row in _rows(path):
         if report.rows == 0:
             _check_columns(row, path, author_field, text_field)
         report.rows += 1
-        author, text = row.get(author_field), row.get(text_field)
-        if not isinstance(author, str) or not author.strip():
+        author, text = _as_id(row.get(author_field)), row.get(text_field)
+        if author is None:
             report.note("empty_author", where, row)
             continue
         if not isinstance(text, str) or not text.strip():
             report.note("empty_text", where, row)
             continue
-        raw_id = row.get("text_id")
-        text_id = raw_id.strip() if isinstance(raw_id, str) and raw_id.strip() else None
-        text_id = text_id or f"{path.stem}:{where.split()[-1]}"
-        if text_id in ids:
-            report.note("duplicate_id", where, row)
+        text_id = _as_id(row.get("text_id"))
+        if text_id is not None and text_id in ids:
+            report.note("duplicate_id", f"{where} (text_id '{text_id}' of {ids[text_id]})", row)
             continue
+        if text_id is None:
+            text_id = _generated_id(f"{path.stem}:{row_key}", ids)
         key = text_key(text)
         if key in texts:
             report.note("duplicate_text", where, row)
@@ -232,9 +286,8 @@ def load_corpus_file(
         except DataError:
             report.note("too_short", where, row)
             continue
-        ids.add(text_id)
+        ids[text_id] = where
         texts.add(key)
-        author = author.strip()
         meta = {"file": path.name, "row": where}
         ex = Exemplar(author_id=author, text_id=text_id, prompt=prompt, output=output,
                       source="file", meta=meta)  # fmt: skip
@@ -253,6 +306,36 @@ def load_corpus_file(
     report.kept_texts = len(out)
     report.kept_authors = len({ex.author_id for ex in out})
     return out, report
+
+
+def _as_id(value: Any) -> str | None:
+    """An author or text id as text: a non-empty string (stripped) or a whole number, else None.
+
+    Numbers are common ids (a CSV column a spreadsheet typed, an int column of a dataset); a
+    whole float (``7.0``: an int column with a gap, as pandas stores it) is the number ``7``.
+    True/False is an int in Python but never an id.
+    """
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return str(int(value))
+    return None
+
+
+def _generated_id(base: str, ids: dict[str, str]) -> str:
+    """``base``, or ``base#2``, ``base#3``... when an earlier row already has it as its own id.
+
+    A row without a text_id never repeats an id, so it is never dropped as a duplicate id.
+    """
+    text_id, n = base, 1
+    while text_id in ids:
+        n += 1
+        text_id = f"{base}#{n}"
+    return text_id
 
 
 def require_authors(report: DropReport, needed: int, detail: str) -> None:
