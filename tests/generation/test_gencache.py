@@ -263,3 +263,14 @@ def test_sigkill_mid_run_then_resume_loses_and_duplicates_nothing(tmp_path):
     keys = [json.loads(line)["key"] for line in final]
     assert len(keys) == 40 and set(keys) == {r.key for r in reqs}  # each key exactly once
     assert [r.text for r in out] == [scramble_last_user_message(r) for r in reqs]
+
+
+def test_the_bar_obeys_tqdm_disable_in_headless_kernels(tmp_path, capsys, monkeypatch):
+    """``persrm run`` sets TQDM_DISABLE=1 in its kernels, but an explicit ``disable=False``
+    overrides it in tqdm: notebook 02's executed copy kept a stalled "negatives: 0%" bar."""
+    gen = CachedGenerator(OfflineBackend(), tmp_path / "cache.jsonl")
+    gen.generate(requests(3), progress=True, desc="shown")
+    assert "shown: 100%" in capsys.readouterr().err
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    gen.generate(requests(4), progress=True, desc="hidden")
+    assert "hidden" not in capsys.readouterr().err

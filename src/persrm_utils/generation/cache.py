@@ -108,7 +108,10 @@ class CachedGenerator:
             hits = len(distinct) - len(missing)
             self.cache_stats.hits += hits
             failed: dict[Identity, GenResult] = {}
-            bar = tqdm(total=hits + len(missing), initial=hits, desc=desc, disable=not progress)
+            # an explicit ``disable`` overrides tqdm's own TQDM_DISABLE switch, so honour it here
+            # (``persrm run`` sets it in its kernels: a saved bar shows only its first frame)
+            off = not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+            bar = tqdm(total=hits + len(missing), initial=hits, desc=desc, disable=off)
             unsynced = 0
             try:
                 for res in self._produce(list(missing.values())):

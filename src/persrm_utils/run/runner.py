@@ -184,9 +184,14 @@ QUIET_KERNEL: tuple[str, ...] = ("--IPKernelApp.log_level=ERROR",)
 #: keeps only its first frame ("Loading weights: 0%| | 0/26"), since a widget's later states are
 #: not stored in the file: the executed copies would show a stalled bar in every model-loading
 #: cell. So headless runs turn bars off: tqdm's own switch (read when tqdm is imported, i.e. in
-#: the kernel, not in this process, whose bar shows the notebook's progress) and the Hub's, which
-#: transformers follows. In an interactive notebook the bars stay on and render as widgets.
-HEADLESS_ENV: dict[str, str] = {"TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+#: the kernel, not in this process, whose bar shows the notebook's progress), the Hub's, which
+#: transformers follows, and datasets' (TRL's tokenizing passes). In an interactive notebook the
+#: bars stay on and render as widgets.
+HEADLESS_ENV: dict[str, str] = {
+    "TQDM_DISABLE": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+}
 
 
 @contextmanager
