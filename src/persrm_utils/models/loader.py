@@ -108,8 +108,10 @@ def import_backend_first(profile: Profile, hw: Hardware | None = None) -> Backen
     builds a trainer or a trainer config (``train_sft``, ``train_grpo``, ``train_bt``, the stage
     commands, the command line) calls this first, and the package never imports trl at module
     level. (Notebook cells that run before any profile is chosen, such as 03's hand-built
-    LoRA, call :func:`persrm_utils.setup.unsloth_first` for the same reason.)
+    LoRA, call :func:`persrm_utils.setup.unsloth_first` for the same reason.) Being first, it
+    also silences the known library noise before peft imports bitsandbytes.
     """
+    quiet_known_noise()
     backend, _ = choose_backend(profile, hw or detect())
     if backend == "unsloth":
         import unsloth  # noqa: F401  (imported for its patching of trl and transformers)
