@@ -189,6 +189,25 @@ def test_grpo_with_a_changed_setting_starts_fresh(tmp_path, monkeypatch, smoke_g
     assert beside["settings"]["trainer"]["learning_rate"] == 1e-2
 
 
+def test_an_interrupted_grpo_run_with_the_same_settings_resumes(
+    tmp_path, monkeypatch, smoke_grpo_rows
+):
+    """The fingerprint is stable: the same rows, settings and starting weights (a fresh LoRA is
+    seeded) in a new policy object give the same one, so a disconnect costs only the lost steps."""
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "grpo"
+    profile = get_profile("smoke", grpo_max_steps=3, max_completion_length=16)  # save_steps 1
+
+    def run(**kwargs):
+        return train_grpo(profile, smoke_grpo_rows, out, (_length_reward,),
+                          loaded=load_policy(profile, None), **kwargs)  # fmt: skip
+
+    with pytest.raises(KeyboardInterrupt):
+        run(callbacks=[_StopAt(2)])
+    result = run()
+    assert Path(result.resumed_from).name == "checkpoint-1" and result.steps == 3
+
+
 @pytest.fixture(scope="module")
 def smoke_grpo_rows(tmp_path_factory):
     from persrm_utils.train.commands import load_stage_inputs
