@@ -210,7 +210,8 @@ def _judged(letters: list[tuple[str | None, str | None]]) -> list[Judgement]:
     for i, (first, second) in enumerate(letters):
         for swap, (label, letter) in enumerate((("A", first), ("B", second))):
             reason = "ok" if letter else "no_answer_tag"
-            out.append(Judgement(f"p{i}", "cross_author", bool(swap), label, letter, reason, ""))
+            text = f"<answer>[[{letter}]]</answer>" if letter else "some words, no answer tag"
+            out.append(Judgement(f"p{i}", "cross_author", bool(swap), label, letter, reason, text))
     return out
 
 

@@ -302,3 +302,23 @@ def test_the_diagnosis_says_learned_but_not_the_person_when_the_effect_may_be_ze
     assert "not measured" in personalization_message(
         {"n_pairs": 4, "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     )
+
+
+def test_a_judge_that_writes_nothing_is_called_broken_not_untrained():
+    """Empty answers after a stage mean its weights broke (a learning rate far too high, say):
+    "train longer or at a higher learning rate" would be the opposite of the fix."""
+    from persrm_utils.judge.diagnosis import diagnose
+    from persrm_utils.judge.judging import Judgement
+
+    def judged(texts: list[str]) -> list[Judgement]:
+        return [Judgement(f"p{i // 2}", "cross_author", bool(i % 2), "AB"[i % 2], None,
+                          "no_answer_tag", text) for i, text in enumerate(texts)]  # fmt: skip
+
+    empty = diagnose(judged(["", "  \n", ""] * 4))
+    assert empty.state == "empty" and not empty.usable
+    assert empty.message.startswith("EMPTY: every one of the 12 answers is empty")
+    assert (
+        "lower the learning rate" in empty.message and "higher learning rate" not in empty.message
+    )
+    untrained = diagnose(judged(["The first text is", "", "Both are"] * 4))
+    assert untrained.state == "format_not_learned"

@@ -23,7 +23,7 @@ from typing import Literal
 from persrm_utils.errors import DataError
 from persrm_utils.judge.judging import Judgement
 
-State = Literal["no_data", "format_not_learned", "collapsed", "chance", "learned"]
+State = Literal["no_data", "empty", "format_not_learned", "collapsed", "chance", "learned"]
 
 #: Below this valid-verdict rate the judge has not learned the output format.
 MIN_VALID = 0.5
@@ -81,8 +81,20 @@ def diagnose(judgements: Sequence[Judgement]) -> Diagnosis:
     )
     if not judgements:
         return Diagnosis("no_data", 0, 0.0, None, None, 0.0, "No verdicts to read.")
-    if valid_rate < MIN_VALID:
-        state: State = "format_not_learned"
+    if valid_rate == 0.0 and all(not j.completion.strip() for j in judgements):
+        # Even an untrained model writes *something*; nothing at all, on every pair, is what
+        # weights broken by a learning rate far too high produce (the stage's own weight check
+        # catches the worst of these before the adapter is saved).
+        state: State = "empty"
+        advice = (
+            f"EMPTY: every one of the {len(judgements)} answers is empty, so the judge is "
+            "broken, not merely untrained. The usual cause is a learning rate far too high for "
+            "the stage that produced it: lower the learning rate (sft_learning_rate or "
+            "grpo_learning_rate, e.g. by 10x), train that stage again (--force), and read a "
+            "few raw completions."
+        )
+    elif valid_rate < MIN_VALID:
+        state = "format_not_learned"
         advice = (
             "FORMAT NOT LEARNED: most outputs have no readable <answer>[[X]]</answer>. Train "
             "longer or at a higher learning rate, check that max_completion_length leaves room "

@@ -85,6 +85,9 @@ class StageRecord(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     runs: int = 1  # how many times the stage was started (resumes included)
+    #: For a training stage: the fingerprint of the settings its weights were trained with (the
+    #: adapter's own training.json holds the settings themselves) and the checkpoint it resumed.
+    training: dict[str, Any] = Field(default_factory=dict)
 
 
 class Manifest(BaseModel):
@@ -273,8 +276,10 @@ class RunFolder:
         stage: str,
         artifacts: list[str | Path] = (),
         inputs: dict[str, Any] | None = None,
+        training: dict[str, Any] | None = None,
     ) -> StageRecord:
-        """Hash the artifacts, record the outside inputs (if any), and mark the stage done."""
+        """Hash the artifacts, record the outside inputs and what trained the weights (if any),
+        and mark the stage done."""
         name = get_stage(stage).name
         record = self.manifest.stages.get(name)
         if record is None:
@@ -287,6 +292,8 @@ class RunFolder:
             self._add_artifact(record, Path(item))
         if inputs:
             record.inputs = json.loads(json.dumps(inputs, default=str))
+        if training:
+            record.training = json.loads(json.dumps(training, default=str))
         record.status = "done"
         record.error = None
         record.finished_at = _now()

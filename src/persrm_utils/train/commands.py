@@ -10,6 +10,12 @@ The notebooks ``03_sft_qlora`` and ``04_grpo_unsloth`` run the same steps one ce
 Under a launcher every process trains (the TRL trainers wire up DDP from the launcher's
 environment), while only the main process (rank 0) writes traces, adapters and the manifest: two
 ranks writing one manifest would corrupt it.
+
+A stage interrupted before it finished resumes from its last checkpoint when it is started again
+with the same settings; ``--force``, or any changed training setting, trains it again from the
+start, and the adapter of the earlier run stays until the new one is complete
+(:mod:`persrm_utils.train.trainer`). The manifest records the fingerprint of the settings the
+weights were trained with, the same one the adapter's ``training.json`` holds.
 """
 
 from __future__ import annotations
@@ -21,16 +27,24 @@ from pathlib import Path
 from typing import Any
 
 from persrm_utils.data.user_swap import user_swap_pairs
-from persrm_utils.errors import DataError
+from persrm_utils.errors import DataError, MissingInputsError
 from persrm_utils.models.loader import import_backend_first
+from persrm_utils.paths import runs_dir
 from persrm_utils.profiles import Profile, get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl, write_jsonl
-from persrm_utils.run.folders import RunFolder
+from persrm_utils.run.folders import MANIFEST, RunFolder
 from persrm_utils.train.grpo import grpo_rows, load_policy, preflight, train_grpo
 from persrm_utils.train.rewards import reward_funcs
 from persrm_utils.train.sft import train_sft
 from persrm_utils.train.traces import reasoning_traces, to_sft_rows
-from persrm_utils.train.trainer import ADAPTER, TRAIN_LOG
+from persrm_utils.train.trainer import (
+    ADAPTER,
+    TRAIN_LOG,
+    TRAINING_RECORD,
+    changed_settings,
+    check_adapter,
+    read_training_record,
+)
 
 SFT_STAGE = "03_sft_qlora"
 
@@ -83,6 +97,36 @@ def make_traces(train: list[Pair], by_id: dict[str, Exemplar], reasoning: str = 
     return reasoning_traces(train, by_id, reasoning)  # type: ignore[arg-type]
 
 
+def require_run(name: str, profile: Profile, stage: str) -> None:
+    """Refuse a training stage on a run folder that does not exist, before anything is written.
+
+    ``RunFolder.create`` would make the folder and its manifest, and the stage would then stop
+    at its missing inputs, leaving an empty run behind under the mistyped name.
+    """
+    root = runs_dir()
+    if (root / name / MANIFEST).is_file():
+        return
+    known = sorted(p.parent.name for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []
+    listed = ", ".join(known[:10]) + (", ..." if len(known) > 10 else "") if known else "none"
+    raise MissingInputsError(
+        f"run '{name}' does not exist in {root} (runs there: {listed}), and stage {stage} "
+        "trains on the pairs that stages 00-02 write into a run folder. Nothing was written.",
+        f"Pass the name of an existing run (--run NAME), or make this one first: `persrm run "
+        f"--profile {profile.name} --run {name} --only 00_setup 01_exemplars "
+        "02_synthetic_pairs`.",
+    )
+
+
+def _settings_note(run: RunFolder, stage: str, profile: Profile) -> str:
+    """The profile fields that differ from those the finished stage was trained with, if any."""
+    before = run.manifest.stages[stage].config
+    now = profile.model_dump(mode="json")
+    if not before:
+        return ""
+    changes = changed_settings(before, now)
+    return f"; it ran with other settings ({changes})" if changes else ""
+
+
 def begin_stage(
     stage: str,
     profile_name: str,
@@ -93,7 +137,8 @@ def begin_stage(
     """(profile, run folder, is_main), or None when the stage is done and not forced.
 
     Only the main process (rank 0) marks the stage as running; the other ranks only check that
-    its inputs exist, so two processes never write the manifest at once.
+    its inputs exist, so two processes never write the manifest at once. A run folder that does
+    not exist is refused before anything is written.
     """
 
     profile = get_profile(profile_name, **(overrides or {}))
@@ -101,15 +146,30 @@ def begin_stage(
     # unsloth, when this profile uses it, is imported before anything imports trl.
     import_backend_first(profile)
     main = rank() == 0
+    require_run(run_name or profile.name, profile, stage)
     run = RunFolder.create(run_name or profile.name, profile.name, overrides)
     if main:
         if run.is_done(stage) and not force:
-            print(f"{stage} is already done in {run.path} (use --force to train again)")
+            note = _settings_note(run, stage, profile)
+            print(
+                f"{stage} is already done in {run.path}{note} (use --force to train again"
+                f"{' with the new settings' if note else ''})"
+            )
             return None
         run.start_stage(stage, config=profile.model_dump(mode="json"))
     else:
         run.require(stage)
     return profile, run, main
+
+
+def trained_with(out_dir: Path, resumed_from: str | None) -> dict[str, Any]:
+    """What the manifest records about the weights: the fingerprint in the adapter's record."""
+    record = read_training_record(out_dir / ADAPTER / TRAINING_RECORD) or {}
+    return {
+        "fingerprint": record.get("fingerprint"),
+        "resumed_from": Path(resumed_from).name if resumed_from else None,
+        "settings_file": f"{out_dir.name}/{ADAPTER}/{TRAINING_RECORD}",
+    }
 
 
 def run_sft_stage(
@@ -127,17 +187,19 @@ def run_sft_stage(
     train, _, by_id = load_stage_inputs(run.path)
     traces, stats = make_traces(sft_pairs(train, profile, by_id), by_id, profile.reasoning)
     out_dir = run.path / "sft"
-    if main:
-        write_jsonl(run.file("sft/traces.jsonl"), traces)
-    result = train_sft(profile, to_sft_rows(traces), out_dir)
+    # --force trains again from the start; otherwise only an interrupted run of the same
+    # settings resumes. The traces are written once the adapter trained on them is saved.
+    result = train_sft(profile, to_sft_rows(traces), out_dir, resume=not force)
     summary = {"traces": stats, "sft": asdict(result)}
     if main:
+        write_jsonl(run.file("sft/traces.jsonl"), traces)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         run = RunFolder.open(run.path)
         run.finish_stage(
             SFT_STAGE,
             [out_dir / ADAPTER, out_dir / TRAIN_LOG, out_dir / "traces.jsonl",
              out_dir / "summary.json"],
+            training=trained_with(out_dir, result.resumed_from),
         )  # fmt: skip
         print(
             f"{SFT_STAGE}: {result.steps} steps in {result.seconds:.1f} s, loss "
@@ -164,16 +226,21 @@ def run_grpo_stage(
     train, _, by_id = load_stage_inputs(run.path)
     out_dir = run.path / "grpo"
     rewards = reward_funcs(profile.reasoning)
+    check_adapter(run.path / "sft" / ADAPTER)  # a broken SFT adapter is no place to start
     policy = load_policy(profile, run.path / "sft" / ADAPTER)
     checked = preflight(
         policy, grpo_rows(train, by_id, prefix=profile.answer_prefix),
         profile.grpo_num_generations,
         profile.max_completion_length, rewards, profile.grpo_preflight_prompts, profile.seed,
     )  # fmt: skip
-    result = train_grpo(profile, checked.kept, out_dir, rewards, loaded=policy)
+    result = train_grpo(profile, checked.kept, out_dir, rewards, loaded=policy, resume=not force)
     if main:
         run = RunFolder.open(run.path)
-        run.finish_stage(GRPO_STAGE, [out_dir / ADAPTER, out_dir / TRAIN_LOG])
+        run.finish_stage(
+            GRPO_STAGE,
+            [out_dir / ADAPTER, out_dir / TRAIN_LOG],
+            training=trained_with(out_dir, result.resumed_from),
+        )
         first, last = result.first_last("reward")
         print(
             f"{GRPO_STAGE}: {result.steps} steps in {result.seconds:.1f} s, reward {first:.3f} -> "

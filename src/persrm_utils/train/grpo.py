@@ -35,6 +35,7 @@ from persrm_utils.train.trainer import (
     keep_trainable_fp32,
     peak_rss_mb,
     run_trainer,
+    training_settings,
 )
 
 #: What notebook 04 plots, as TRL names them in the log history.
@@ -217,28 +218,39 @@ def train_grpo(
 ) -> GRPOResult:
     """Run GRPO from the SFT adapter; save the new adapter and the metric history.
 
+    Resumes from the newest checkpoint in ``output_dir`` when ``resume`` and that checkpoint was
+    trained with the same settings, rows and starting adapter (else starts fresh, and says why);
+    an earlier adapter is replaced only once the new one is complete
+    (:mod:`persrm_utils.train.trainer`).
     With ``beta > 0`` the KL term pulls the policy towards the base model (adapters off), not
     towards the SFT judge, on both backends (:func:`drop_reference_adapter`).
     """
     hw = detect()
     import_backend_first(profile, hw)  # before trl is imported: unsloth patches its trainers
     from datasets import Dataset
-    from trl import GRPOTrainer
+    from trl import GRPOConfig, GRPOTrainer
 
     loaded = loaded or load_policy(profile, sft_adapter)
     output_dir.mkdir(parents=True, exist_ok=True)
-    config = grpo_config(profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides)
+    values = grpo_config_values(
+        profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides
+    )
+    data = prefilled_prompts(rows, loaded.tokenizer)
+    rewards = [getattr(fn, "__name__", type(fn).__name__) for fn in reward_funcs]
+    settings = training_settings(
+        "grpo", profile, loaded.backend, values | {"reward_funcs": rewards}, data, loaded.model
+    )
     trainer = GRPOTrainer(
         model=loaded.model,
         reward_funcs=list(reward_funcs),
-        args=config,
-        train_dataset=Dataset.from_list(prefilled_prompts(rows, loaded.tokenizer)),
+        args=GRPOConfig(**values),
+        train_dataset=Dataset.from_list(data),
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
     keep_trainable_fp32(trainer.model)  # TRL made a 4-bit model's LoRA bf16: fp16 cannot scale it
     drop_reference_adapter(trainer.model)
-    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
+    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume, settings)
     adapter_dir = output_dir / ADAPTER
     history = [
         {k: float(v) for k, v in e.items() if isinstance(v, int | float)}

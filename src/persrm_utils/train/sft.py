@@ -29,6 +29,7 @@ from persrm_utils.train.trainer import (
     keep_trainable_fp32,
     peak_rss_mb,
     run_trainer,
+    training_settings,
 )
 
 
@@ -184,15 +185,18 @@ def train_sft(
 ) -> SFTResult:
     """Train LoRA adapters on conversational rows ``{"messages": [system, user, assistant]}``.
 
-    Resumes from the newest checkpoint in ``output_dir`` when ``resume``. Saves the adapter and
-    tokenizer to ``output_dir/adapter`` and the loss history to ``output_dir/train_log.json``.
+    Resumes from the newest checkpoint in ``output_dir`` when ``resume`` and that checkpoint was
+    trained with the same settings and rows (else starts fresh, and says why: see
+    :mod:`persrm_utils.train.trainer`). Saves the adapter, its tokenizer and the settings it was
+    trained with to ``output_dir/adapter``, replacing an earlier adapter only once the new one is
+    complete, and the loss history to ``output_dir/train_log.json``.
     When the profile's answers start with a harness-written prefix (verdict-only judges), the
     loss covers only the rest of the answer (:func:`prefilled_rows`).
     """
     hw = detect()
     import_backend_first(profile, hw)  # before trl is imported: unsloth patches its trainers
     from datasets import Dataset
-    from trl import SFTTrainer
+    from trl import SFTConfig, SFTTrainer
 
     loaded = loaded or load_model(profile)
     model = add_lora(loaded, profile)
@@ -200,7 +204,7 @@ def train_sft(
     prefix = profile.answer_prefix
     if prefix:
         config_overrides = {"assistant_only_loss": False} | config_overrides
-    config = sft_config(
+    values = sft_config_values(
         profile,
         output_dir,
         hw.cuda,
@@ -209,6 +213,8 @@ def train_sft(
         backend=loaded.backend,
         **config_overrides,
     )
+    settings = training_settings("sft", profile, loaded.backend, values, rows, model)
+    config = SFTConfig(**values)
     data = prefilled_rows(rows, loaded.tokenizer, prefix) if prefix else rows
     trainer = SFTTrainer(
         model=model,
@@ -218,7 +224,7 @@ def train_sft(
         callbacks=callbacks,
     )
     keep_trainable_fp32(trainer.model)  # TRL made a 4-bit model's LoRA bf16: fp16 cannot scale it
-    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume)
+    seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume, settings)
     adapter_dir = output_dir / ADAPTER
     losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
     result = SFTResult(
