@@ -112,6 +112,8 @@ class OpenAIBackend:
     setup is wrong (key, URL, model), so it stops the run at once with the status and the fix. If
     ``max_consecutive_failures`` requests in a row fail after all their retries, the run stops too:
     a server that is down should not make every remaining request wait through its retries.
+    ``timeout_s`` is a deadline for each attempt as a whole (connect, response headers and body),
+    not per read: a server that sends its answer a byte at a time is cut off when it passes.
 
     The API key is read from the environment variable named ``api_key_env`` when ``generate`` is
     called, sent only in the ``Authorization`` header, and never kept on the object: ``repr``,
