@@ -32,6 +32,7 @@ from persrm_utils.use.persrm import (
     PersRM,
     batch_cache_path,
     check_writable,
+    pair_fields,
     read_batch,
     read_exemplars_file,
     text_or_file,
@@ -121,6 +122,7 @@ def _judge(args: argparse.Namespace) -> int:
         items = [{"id": 1, "exemplars": exemplars,
                   "prompt": text_or_file(args.prompt, "--prompt") if args.prompt else None,
                   "a": text_or_file(args.a, "--a"), "b": text_or_file(args.b, "--b")}]  # fmt: skip
+        pair_fields(items[0], {"field": "--b"})  # two identical texts: said before the model loads
     else:
         items = read_batch(args.batch, exemplars)
     judge = (

@@ -204,6 +204,9 @@ def test_judge_bad_input_names_the_file_and_the_fix(env, capsys, tmp_path):
     err = _fails(capsys, "judge", "--run", "j", "--a", A, "--b", B)
     assert "--exemplars is missing" in err
 
+    err = _fails(capsys, "judge", "--run", "j", "--exemplars", mine, "--a", A, "--b", f" {A}\n")
+    assert "field '--b': response A and response B are the same text" in err
+
     one = tmp_path / "one.txt"
     one.write_text("Just one sentence here")
     with pytest.raises(DataError, match="only one sentence"):
