@@ -355,6 +355,47 @@ def test_judge_batch_resumes_a_killed_run(env, capsys, tmp_path):
     assert [json.loads(x) for x in out.read_text().splitlines()] == got
 
 
+def test_judge_batch_killed_for_real_resumes(env, capsys, tmp_path):
+    # The CLI in a child process, killed (SIGKILL) once two answers are in its cache; the rerun
+    # reads those back and judges only the rest. No timing is asserted: the poll only waits.
+    import time
+
+    from persrm_utils.use.persrm import batch_cache_path
+
+    mine = str(env["files"] / "mine.jsonl")
+    batch = tmp_path / "pairs.jsonl"
+    rows = [{"id": f"k{i}", "a": A + f" ({i})", "b": B} for i in range(6)]
+    batch.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "verdicts.jsonl"
+    cache = batch_cache_path(out)
+    args = ["judge", "--run", "j", "--exemplars", mine, "--batch", str(batch), "--out", str(out),
+            "--batch-size", "1"]  # fmt: skip
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "persrm_utils.cli", *args], env=env_vars,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        waited = 0.0
+        while proc.poll() is None and waited < 600:
+            if cache.exists() and cache.read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.02)
+            waited += 0.02
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()
+    kept = cache.read_bytes().count(b"\n")  # whole lines; a line cut by the kill is redone
+    assert 2 <= kept < 12
+
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert f"6 pairs judged by persrm:j:sft ({kept} of 12 answers read back" in said
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [r["id"] for r in rows]
+    assert not cache.exists()
+
+
 def _without_root_powers() -> list[str]:
     """A command prefix under which a read-only folder is read-only, even for root."""
     if os.geteuid() != 0:
