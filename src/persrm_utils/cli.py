@@ -30,6 +30,9 @@ from persrm_utils.train.commands import rank, run_grpo_stage, run_sft_stage
 from persrm_utils.use.export import export_run
 from persrm_utils.use.persrm import (
     PersRM,
+    batch_cache_path,
+    check_writable,
+    pair_fields,
     read_batch,
     read_exemplars_file,
     text_or_file,
@@ -104,6 +107,8 @@ def _judge(args: argparse.Namespace) -> int:
     if args.batch is not None and not args.out:
         raise ConfigError("--batch needs --out, the JSONL file to write the verdicts to.",
                           "Add --out verdicts.jsonl.")  # fmt: skip
+    if args.batch is not None:  # before any work: a batch can take hours to judge
+        check_writable(args.out, "--out")
     exemplars = read_exemplars_file(args.exemplars) if args.exemplars else None
     if single:
         if args.a is None or args.b is None:
@@ -117,6 +122,7 @@ def _judge(args: argparse.Namespace) -> int:
         items = [{"id": 1, "exemplars": exemplars,
                   "prompt": text_or_file(args.prompt, "--prompt") if args.prompt else None,
                   "a": text_or_file(args.a, "--a"), "b": text_or_file(args.b, "--b")}]  # fmt: skip
+        pair_fields(items[0], {"field": "--b"})  # two identical texts: said before the model loads
     else:
         items = read_batch(args.batch, exemplars)
     judge = (
@@ -124,13 +130,20 @@ def _judge(args: argparse.Namespace) -> int:
         if args.run_name
         else PersRM.from_pretrained(args.model, args.batch_size)
     )
-    results = judge.compare_many(items)
     if not single:
+        # Every answer goes to a cache beside --out as it comes: a killed batch resumes there.
+        cache = batch_cache_path(args.out)
+        results = judge.compare_many(items, cache=cache, progress=True)
         out = write_batch(args.out, items, results)
+        cache.unlink(missing_ok=True)
         agreed = sum(r.agree for r in results)
-        print(f"{len(results)} pairs judged by {judge.name}: {agreed} with a verdict both "
-              f"orders agree on; written to {out}")  # fmt: skip
+        stats = judge.last_cache_stats
+        resumed = (f" ({stats.hits} of {2 * len(items)} answers read back from an interrupted "
+                   f"run)" if stats is not None and stats.hits else "")  # fmt: skip
+        print(f"{len(results)} pairs judged by {judge.name}{resumed}: {agreed} with a verdict "
+              f"both orders agree on; written to {out}")  # fmt: skip
         return 0
+    results = judge.compare_many(items)
     res = results[0]
     if args.json:
         print(json.dumps(res.to_dict(), ensure_ascii=False, indent=2))

@@ -182,6 +182,23 @@ def iter_jsonl_objects(
         yield line_no, _parse_object(text, path, line_no)
 
 
+def iter_jsonl_checked(path: Path | str) -> Iterator[tuple[int, dict[str, Any] | DataError]]:
+    """Like :func:`iter_jsonl_objects`, but a bad line yields its :class:`DataError` and the
+    reading goes on, so a checker can report every bad line of a file at once instead of making
+    the user fix them one run at a time."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for line_no, offset, raw, _ in _split_lines(data):
+        if not raw.strip():
+            continue
+        try:
+            yield line_no, _parse_object(_decode_line(raw, path, line_no, offset), path, line_no)
+        except DataError as err:
+            yield line_no, err
+
+
 def _read_bytes(path: Path) -> bytes:
     """Read a whole file, turning 'not found' into an error that says where we looked."""
     try:

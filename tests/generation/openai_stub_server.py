@@ -8,7 +8,8 @@ how many retries the client must have made:
 * the next ``server_error`` get ``500``;
 * the next ``slow`` sleep ``slow_s`` (longer than the client's timeout) before answering;
 * the first ``null_content`` answer with ``"content": null``; with ``drip_s`` every answer's body
-  is sent one byte at a time (each read of the client gets data in time, the whole never does).
+  is sent one byte at a time (each read of the client gets data in time, the whole never does),
+  with ``drip_headers_s`` its status line and headers are.
 
 Every request's headers and body are recorded (in memory only) so a test can check that the
 ``Authorization`` header carried the key, and the largest number of requests in flight at once is
@@ -67,6 +68,7 @@ class Faults:
     status: int | None = None  # answer every request with this status (404, 503 ...)
     null_content: int = 0  # the first N requests get 200 with "content": null
     drip_s: float = 0.0  # send each 200 body one byte at a time, this many seconds apart
+    drip_headers_s: float = 0.0  # the same for the status line and headers of a 200
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -119,6 +121,8 @@ class _Handler(BaseHTTPRequestHandler):
         answer = stub._complete(body, n)
         if n < f.null_content:
             answer["choices"][0]["message"]["content"] = None
+        if f.drip_headers_s:
+            return self._drip_headers(answer, f.drip_headers_s)
         self._send(200, answer, drip_s=f.drip_s)
 
     def _send(
@@ -140,6 +144,21 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self.wfile.write(data[i : i + 1])
             self.wfile.flush()
+
+    def _drip_headers(self, payload: dict, drip_s: float) -> None:
+        """A 200 whose status line and headers come one byte at a time, then the body at once."""
+        data = json.dumps(payload).encode("utf-8")
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nX-Padding: {'.' * 64}\r\n\r\n"
+        ).encode("ascii")
+        self._leave()
+        for i in range(len(head)):
+            if self.server.stub.stopping.wait(drip_s):
+                return
+            self.wfile.write(head[i : i + 1])
+            self.wfile.flush()
+        self.wfile.write(data)
 
 
 class _HTTPServer(ThreadingHTTPServer):

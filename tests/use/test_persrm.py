@@ -5,6 +5,10 @@ two steps)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,6 +204,9 @@ def test_judge_bad_input_names_the_file_and_the_fix(env, capsys, tmp_path):
     err = _fails(capsys, "judge", "--run", "j", "--a", A, "--b", B)
     assert "--exemplars is missing" in err
 
+    err = _fails(capsys, "judge", "--run", "j", "--exemplars", mine, "--a", A, "--b", f" {A}\n")
+    assert "field '--b': response A and response B are the same text" in err
+
     one = tmp_path / "one.txt"
     one.write_text("Just one sentence here")
     with pytest.raises(DataError, match="only one sentence"):
@@ -222,3 +229,217 @@ def test_from_pretrained_needs_an_export(tmp_path):
     with pytest.raises(DataError, match="not a folder written by `persrm export`"):
         PersRM.from_pretrained(tmp_path)
     assert Path(tmp_path).is_dir()
+
+
+# ----------------------------------------------------------------------------------------------
+# PersRM.compare: what no judge can answer is refused, what it can is read the way a user means
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def judge(trained):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PERSRM_RUNS_DIR", str(trained["root"] / "runs"))
+        mp.setenv("PERSRM_CACHE_DIR", str(trained["root"] / "cache"))
+        yield PersRM.from_run("j")
+
+
+def test_compare_refuses_what_no_judge_can_answer(judge):
+    for none in ([], None, ()):  # the CLI's "--exemplars is missing", said in Python
+        with pytest.raises(DataError, match="no exemplars: the judge needs the user's own texts"):
+            judge.compare(none, PROMPT, A, B)
+    with pytest.raises(DataError, match="field 'b': response A and response B are the same text"):
+        judge.compare(MINE, PROMPT, A, A)
+    with pytest.raises(DataError, match="the same text"):
+        judge.compare(MINE, PROMPT, A, "  " + A.replace(" ", "\n  ") + "\n")
+    with pytest.raises(DataError, match="field 'prompt': the prompt is a int, not a text"):
+        judge.compare(MINE, 42, A, B)  # was a raw AttributeError from deep in the formatter
+    with pytest.raises(DataError, match="exemplars is a int, not a list of texts"):
+        judge.compare(42, PROMPT, A, B)
+    items = [{"exemplars": MINE, "prompt": PROMPT, "a": A, "b": B},
+             {"exemplars": MINE, "prompt": PROMPT, "a": B, "b": B}]  # fmt: skip
+    with pytest.raises(DataError, match=r"field 'items\[1\]': response A and response B"):
+        judge.compare_many(items)
+
+
+def test_compare_reads_a_bare_string_as_one_exemplar(judge):
+    one = judge.compare(MINE[0], PROMPT, A, B)  # was read one character at a time
+    listed = judge.compare([MINE[0]], PROMPT, A, B)
+    assert one.exemplars_shown == 1
+    assert (one.completion_ab, one.completion_ba) == (listed.completion_ab, listed.completion_ba)
+    assert judge.compare({"text": MINE[1]}, None, A, B).exemplars_shown == 1
+
+
+def test_compare_fits_the_model_s_context_or_refuses(judge):
+    limit = judge.model.config.max_position_embeddings
+    assert limit == 4096  # the tiny model's context
+    long = " ".join(
+        f"Entry {k} of a diary that goes on and on, page after page." for k in range(900)
+    )
+    tokens = len(judge.tokenizer(long, add_special_tokens=False)["input_ids"])
+    assert tokens > limit
+    with pytest.warns(UserWarning, match=r"1 of 2 exemplars left out so that the judge's chat"):
+        cut = judge.compare([MINE[0], long], PROMPT, A, B)
+    assert cut.exemplars_shown == 1
+    short = judge.compare([MINE[0]], PROMPT, A, B)
+    assert (cut.completion_ab, cut.completion_ba) == (short.completion_ab, short.completion_ba)
+    with pytest.raises(DataError, match=r"past the model's context of 4096 tokens"):
+        judge.compare([long], PROMPT, A, B)
+    with pytest.raises(DataError, match=r"shorten the responses"):
+        judge.compare(MINE, PROMPT, long, B)  # a response is never cut: refused
+
+
+# ----------------------------------------------------------------------------------------------
+# persrm judge --batch: every bad line, a killed batch resumes, an unwritable --out is refused
+# ----------------------------------------------------------------------------------------------
+
+
+def test_judge_batch_reports_every_bad_line(env, capsys, tmp_path):
+    mine = str(env["files"] / "mine.jsonl")
+    batch = tmp_path / "pairs.jsonl"
+    lines = [
+        json.dumps({"id": "ok", "a": A, "b": B}),
+        json.dumps({"id": "no-b", "a": A}),
+        '{"id": "broken", "a": ',
+        json.dumps({"id": "same", "a": A, "b": A}),
+        json.dumps({"id": "num-prompt", "prompt": 42, "a": A, "b": B}),
+        json.dumps({"id": "no-exemplars", "a": A, "b": B, "exemplars": []}),
+        json.dumps({"id": "ok2", "a": B, "b": A}),
+    ]
+    batch.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "verdicts.jsonl"
+    err = _fails(capsys, "judge", "--run", "j", "--exemplars", mine, "--batch", str(batch),
+                 "--out", str(out))  # fmt: skip
+    assert "5 lines cannot be judged (nothing was judged)" in err
+    for where in ("line 2, field 'b': missing field 'b'", "line 3: ",
+                  "line 4, field 'b': response A and response B are the same text",
+                  "line 5, field 'prompt': the prompt is a int",
+                  "line 6, field 'exemplars': 'exemplars' is an empty list"):  # fmt: skip
+        assert where in err, where
+    assert "line 1" not in err and "line 7" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]  # nothing written
+
+
+def test_judge_batch_resumes_a_killed_run(env, capsys, tmp_path):
+    from persrm_utils.use.persrm import batch_cache_path, read_batch
+
+    mine = env["files"] / "mine.jsonl"
+    batch = tmp_path / "pairs.jsonl"
+    rows = [{"id": f"p{i}", "prompt": PROMPT, "a": A + f" ({i})", "b": B} for i in range(3)]
+    batch.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out" / "verdicts.jsonl"
+    # What a batch killed after its first two pairs leaves behind: their answers, in the cache
+    # beside --out (each one written and fsynced as it came), and no --out yet.
+    items = read_batch(batch, read_exemplars_file(mine))
+    judge = PersRM.from_run("j")
+    first_two = judge.compare_many(items[:2], cache=batch_cache_path(out))
+    cache_lines = batch_cache_path(out).read_text().splitlines()
+    assert len(cache_lines) == 4 and not out.exists()
+
+    args = ["judge", "--run", "j", "--exemplars", str(mine), "--batch", str(batch),
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert (
+        "3 pairs judged by persrm:j:sft (4 of 6 answers read back from an interrupted run)" in said
+    )
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [x["id"] for x in got] == ["p0", "p1", "p2"]
+    for line, res in zip(got[:2], first_two, strict=True):
+        assert line == {"id": line["id"], **res.to_dict()}
+    assert not batch_cache_path(out).exists()  # done: the cache is gone, --out holds it all
+    assert sorted(p.name for p in out.parent.iterdir()) == ["verdicts.jsonl"]
+
+    assert main(args) == 0  # a finished batch run again is judged again, from scratch
+    assert "read back" not in capsys.readouterr().out
+    assert [json.loads(x) for x in out.read_text().splitlines()] == got
+
+
+def test_judge_batch_killed_for_real_resumes(env, capsys, tmp_path):
+    # The CLI in a child process, killed (SIGKILL) once two answers are in its cache; the rerun
+    # reads those back and judges only the rest. No timing is asserted: the poll only waits.
+    import time
+
+    from persrm_utils.use.persrm import batch_cache_path
+
+    mine = str(env["files"] / "mine.jsonl")
+    batch = tmp_path / "pairs.jsonl"
+    rows = [{"id": f"k{i}", "a": A + f" ({i})", "b": B} for i in range(6)]
+    batch.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "verdicts.jsonl"
+    cache = batch_cache_path(out)
+    args = ["judge", "--run", "j", "--exemplars", mine, "--batch", str(batch), "--out", str(out),
+            "--batch-size", "1"]  # fmt: skip
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "persrm_utils.cli", *args], env=env_vars,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        waited = 0.0
+        while proc.poll() is None and waited < 600:
+            if cache.exists() and cache.read_bytes().count(b"\n") >= 2:
+                break
+            time.sleep(0.02)
+            waited += 0.02
+        assert proc.poll() is None, "the batch ended before it could be killed"
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not out.exists()
+    kept = cache.read_bytes().count(b"\n")  # whole lines; a line cut by the kill is redone
+    assert 2 <= kept < 12
+
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert f"6 pairs judged by persrm:j:sft ({kept} of 12 answers read back" in said
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == [r["id"] for r in rows]
+    assert not cache.exists()
+
+
+def _without_root_powers() -> list[str]:
+    """A command prefix under which a read-only folder is read-only, even for root."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: no folder can be made read-only to us")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner,-linux_immutable"]
+
+
+def test_an_out_that_cannot_be_a_file_is_refused_before_any_work(env, capsys, tmp_path):
+    mine = str(env["files"] / "mine.jsonl")
+    batch = tmp_path / "pairs.jsonl"
+    batch.write_text(json.dumps({"a": A, "b": B}) + "\n")
+    judge_args = ["judge", "--run", "j", "--exemplars", mine, "--batch", str(batch)]
+    # A folder where a file should be, and a file where a folder should be: said, in process.
+    err = _fails(capsys, *judge_args, "--out", str(tmp_path))
+    assert f"{tmp_path}: is a folder" in err
+    err = _fails(capsys, *judge_args, "--out", str(batch / "sub" / "verdicts.jsonl"))
+    assert f"cannot be created: {batch} is a file, not a folder" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]  # no temporary file
+
+
+def test_read_only_folders_are_refused_before_any_work(env, tmp_path):
+    # A read-only folder, for real, in a child process (as root: without root's override).
+    mine = str(env["files"] / "mine.jsonl")
+    batch = tmp_path / "pairs.jsonl"
+    batch.write_text(json.dumps({"a": A, "b": B}) + "\n")
+    judge_args = ["judge", "--run", "j", "--exemplars", mine, "--batch", str(batch)]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    env_vars = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    try:
+        for args in ([*judge_args, "--out", str(ro / "verdicts.jsonl")],
+                     ["export", "--run", "j", "--out", str(ro / "export")]):  # fmt: skip
+            proc = subprocess.run(
+                [*_without_root_powers(), sys.executable, "-m", "persrm_utils.cli", *args],
+                capture_output=True, text=True, env=env_vars, timeout=600,
+            )  # fmt: skip
+            assert proc.returncode == 2, proc.stderr
+            assert "Traceback" not in proc.stderr
+            assert f"cannot be written: {ro} does not accept new files" in proc.stderr
+            assert "nothing was done yet" in proc.stderr and "pairs judged" not in proc.stdout
+            assert list(ro.iterdir()) == []  # no temporary file, no partial export
+    finally:
+        ro.chmod(0o755)

@@ -6,6 +6,7 @@ and never stored, logged or cached.
 
 from __future__ import annotations
 
+import contextvars
 import email.utils
 import json
 import logging
@@ -111,6 +112,8 @@ class OpenAIBackend:
     setup is wrong (key, URL, model), so it stops the run at once with the status and the fix. If
     ``max_consecutive_failures`` requests in a row fail after all their retries, the run stops too:
     a server that is down should not make every remaining request wait through its retries.
+    ``timeout_s`` is a deadline for each attempt as a whole (connect, response headers and body),
+    not per read: a server that sends its answer a byte at a time is cut off when it passes.
 
     The API key is read from the environment variable named ``api_key_env`` when ``generate`` is
     called, sent only in the ``Authorization`` header, and never kept on the object: ``repr``,
@@ -219,6 +222,7 @@ class OpenAIBackend:
         )
         abort = threading.Event()
         client = httpx.Client(timeout=self.timeout_s, limits=limits)
+        _enforce_deadlines(client)
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai")
         todo = iter(enumerate(requests))
         running: dict[Future, int] = {}
@@ -366,21 +370,19 @@ class OpenAIBackend:
     def _post(self, client: Any, headers: dict, key: str | None, body: dict) -> Any:
         """One HTTP attempt: the parsed JSON, or :class:`_Retryable`, or a setup error."""
         httpx, _ = _import_http()
-        # timeout_s is a deadline for the whole request. httpx's own timeout applies to each
-        # read, so a server that sends a few bytes at a time could hold a request for ever; the
-        # body is therefore read in chunks and the clock checked after each one.
-        deadline = time.monotonic() + self.timeout_s
+        # timeout_s is a deadline for the whole request: connect, headers and body. httpx's own
+        # timeout applies to each socket operation, so a server that sends a few bytes at a time
+        # (of its headers or of its body) could hold a request for ever. The deadline is set for
+        # this thread, and the client's network layer (see _enforce_deadlines) caps every
+        # connect, write and read by the time left, and fails one that starts after it.
+        token = _DEADLINE.set(time.monotonic() + self.timeout_s)
         try:
             with client.stream("POST", self.url, json=body, headers=headers) as streamed:
-                chunks = []
-                for chunk in streamed.iter_bytes():
-                    chunks.append(chunk)
-                    if time.monotonic() > deadline:
-                        raise httpx.ReadTimeout("deadline passed while reading the body")
+                content = b"".join(streamed.iter_bytes())
             resp = httpx.Response(
                 streamed.status_code,
                 headers=streamed.headers,
-                content=b"".join(chunks),
+                content=content,
                 request=streamed.request,
             )
         except httpx.TimeoutException:
@@ -390,6 +392,8 @@ class OpenAIBackend:
             self._count("connect_error")
             reason = f"connection problem with {self.url}: {_redact(str(exc), key)}"
             raise _Retryable(reason, "connect_error") from None
+        finally:
+            _DEADLINE.reset(token)
         status = resp.status_code
         self._count(str(status))
         if status == 429 or status >= 500:
@@ -460,6 +464,110 @@ def _snippet(resp: Any, key: str | None, limit: int = 300) -> str:
         text = resp.text
     text = _redact(" ".join(text.split()), key)
     return (text[:limit] + "...") if len(text) > limit else (text or "empty body")
+
+
+#: When the request running in this thread must be over (``time.monotonic()``), or None.
+_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "persrm_http_deadline", default=None
+)
+
+
+def _capped(timeout: float | None, late: type[Exception]) -> float | None:
+    """``timeout`` cut to the time left before this thread's deadline; ``late`` once it passed."""
+    deadline = _DEADLINE.get()
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise late("the whole-request deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _enforce_deadlines(client: Any) -> None:
+    """Make every socket operation of ``client`` respect the deadline in :data:`_DEADLINE`.
+
+    httpx has no whole-request timeout for its synchronous client (its maintainers point to
+    ``asyncio.wait_for`` for async code), and a per-read timeout never fires against a server
+    that sends one byte just in time, again and again. httpcore's network backend is the one
+    place every connect, write and read goes through, so it is wrapped here: each operation
+    waits at most for the time left, and one that starts after the deadline raises httpcore's
+    own timeout, which httpx reports as ``httpx.TimeoutException`` like any other timeout.
+
+    The backend sits on a private attribute of httpx's transport (``_pool._network_backend``,
+    the same for direct connections and proxies); if a future httpx moves it, a warning says
+    that only per-operation timeouts apply, and the deadline tests fail.
+    """
+    import httpcore  # httpx's own network layer, installed with it
+
+    transports = [client._transport, *getattr(client, "_mounts", {}).values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        inner = getattr(pool, "_network_backend", None)
+        if inner is None:
+            if transport is client._transport:
+                log.warning(
+                    "this httpx version hides its network backend: timeout_s limits each "
+                    "read and connect, not the whole request"
+                )
+            continue
+        if not isinstance(inner, _DeadlineBackend):
+            pool._network_backend = _DeadlineBackend(inner, httpcore)
+
+
+class _DeadlineStream:
+    """A network stream whose every operation ends by the deadline (see _enforce_deadlines)."""
+
+    def __init__(self, inner: Any, httpcore: Any) -> None:
+        self._inner, self._httpcore = inner, httpcore
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _capped(timeout, self._httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _capped(timeout, self._httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: Any, server_hostname: str | None = None, timeout: float | None = None
+    ) -> _DeadlineStream:
+        timeout = _capped(timeout, self._httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, timeout), self._httpcore
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend:
+    """httpcore's network backend, opening :class:`_DeadlineStream` connections."""
+
+    def __init__(self, inner: Any, httpcore: Any) -> None:
+        self._inner, self._httpcore = inner, httpcore
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> Any:
+        timeout = _capped(timeout, self._httpcore.ConnectTimeout)
+        stream = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream, self._httpcore)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> Any:
+        timeout = _capped(timeout, self._httpcore.ConnectTimeout)
+        stream = self._inner.connect_unix_socket(path, timeout, socket_options)
+        return _DeadlineStream(stream, self._httpcore)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
 
 
 def _import_http() -> tuple[Any, Any]:

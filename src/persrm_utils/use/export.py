@@ -29,7 +29,13 @@ from persrm_utils.judge.format import SYSTEM_PROMPT
 from persrm_utils.records import Exemplar, read_jsonl
 from persrm_utils.run.folders import RunFolder
 from persrm_utils.train.sft import load_with_adapter
-from persrm_utils.use.persrm import EXPORT_INFO, find_adapter, resolve_run, run_profile
+from persrm_utils.use.persrm import (
+    EXPORT_INFO,
+    check_writable,
+    find_adapter,
+    resolve_run,
+    run_profile,
+)
 
 #: The model name the evaluation gives each adapter (notebook 05,
 #: ``persrm_utils.evaluate.held_out``).
@@ -207,6 +213,9 @@ def export_run(
                 "choose an empty or new --out folder.",
                 path=str(out),
             )
+    # Before the model is loaded and merged: the partial folder goes beside out, and out itself
+    # is emptied when replaced.
+    check_writable(out, "--out", folder=True)
     profile = run_profile(run_path)
     # Merge into full-precision weights through plain transformers (see the module docstring).
     merge_profile = profile.override(load_in_4bit=False, backend="transformers")

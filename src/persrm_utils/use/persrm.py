@@ -19,9 +19,11 @@ the judge sees at most the run's ``max_exemplars`` exemplars (what it was traine
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,12 +31,13 @@ from typing import Any, Literal
 
 from persrm_utils.data.textsplit import split_opening
 from persrm_utils.errors import DataError, ManifestError, PersRMError
+from persrm_utils.generation.cache import CachedGenerator
 from persrm_utils.generation.local import TransformersBackend
-from persrm_utils.generation.requests import GenRequest
+from persrm_utils.generation.requests import GenRequest, prompt_text
 from persrm_utils.judge.format import compare_messages, full_answer, parse_verdict
 from persrm_utils.paths import runs_dir
 from persrm_utils.profiles import get_profile
-from persrm_utils.records import Exemplar, iter_jsonl_objects
+from persrm_utils.records import Exemplar, iter_jsonl_checked, iter_jsonl_objects
 from persrm_utils.run.folders import MANIFEST, RunFolder
 from persrm_utils.train.sft import ADAPTER, load_with_adapter
 
@@ -249,6 +252,16 @@ def find_adapter(run_path: Path, adapter: str = "auto") -> tuple[str, Path]:
     )
 
 
+def weights_stamp(folder: Path) -> str:
+    """A short fingerprint of the weight files in ``folder`` (names, sizes, modification times).
+
+    Cheap on a model of any size, and it changes whenever training or an export writes them.
+    """
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+    blob = "|".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def run_profile(run_path: Path):
     """The profile a run was made with: its name and overrides, from the manifest."""
 
@@ -274,6 +287,7 @@ class PersRM:
         batch_size: int = 8,
         info: dict[str, Any] | None = None,
         prefix: str = "",
+        weights_stamp: str = "",
     ) -> None:
 
         self.model, self.tokenizer = model, tokenizer
@@ -282,8 +296,12 @@ class PersRM:
         self.max_new_tokens = max_new_tokens
         self.max_exemplars = max_exemplars
         self.info = dict(info or {})
+        self.last_cache_stats = None  # what the last compare_many(cache=...) read back / made
+        # The cache of compare_many(cache=...) files answers under this name: the stamp of the
+        # weights' files keeps a run trained again from being served its old answers.
+        model_name = f"{name}@{weights_stamp}" if weights_stamp else name
         self.backend = TransformersBackend(model, tokenizer, batch_size=batch_size,
-                                           model_name=name)  # fmt: skip
+                                           model_name=model_name)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"PersRM({self.name!r}, max_exemplars={self.max_exemplars})"
@@ -299,7 +317,7 @@ class PersRM:
         info = {"run": run_path.name, "adapter": which, "profile": profile.name}
         return cls(loaded.model, loaded.tokenizer, f"persrm:{run_path.name}:{which}",
                    profile.max_completion_length, profile.max_exemplars, batch_size,
-                   info, profile.answer_prefix)  # fmt: skip
+                   info, profile.answer_prefix, weights_stamp(folder))  # fmt: skip
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, batch_size: int = 8) -> PersRM:
@@ -321,31 +339,58 @@ class PersRM:
         model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
         return cls(model, tokenizer, f"persrm-export:{info.get('run')}:{info.get('adapter')}",
                    int(info["max_new_tokens"]), int(info["max_exemplars"]), batch_size,
-                   info, str(info.get("answer_prefix", "")))  # fmt: skip
+                   info, str(info.get("answer_prefix", "")), weights_stamp(folder))  # fmt: skip
 
     # -- judging -------------------------------------------------------------------------------
 
     def compare(
-        self, exemplars: Sequence[Exemplar | str | dict], prompt: str | None, a: str, b: str
+        self,
+        exemplars: Sequence[Exemplar | str | dict] | str,
+        prompt: str | None,
+        a: str,
+        b: str,
     ) -> Comparison:
-        """Which of ``a`` and ``b`` would the author of ``exemplars`` prefer (both orders)."""
+        """Which of ``a`` and ``b`` would the author of ``exemplars`` prefer (both orders).
+
+        ``exemplars`` is a list of the user's texts (strings, :class:`Exemplar` objects or
+        ``{"text"}`` / ``{"prompt", "output"}`` dicts); a single string is one whole text, one
+        exemplar, never a list of characters. At least one is needed: the judge knows the user
+        only through them. ``prompt`` is a string, or None to judge the texts as they stand.
+        ``a`` and ``b`` must differ: no judge can prefer one of two identical texts.
+
+        The judge sees at most ``max_exemplars`` exemplars (what it was trained with). When the
+        chat would not fit the model's context with room for the answer, exemplars are dropped
+        from the end, with a warning that says how many (``exemplars_shown`` counts those
+        seen); when even one does not fit, the pair is refused.
+        """
         return self.compare_many([{"exemplars": exemplars, "prompt": prompt, "a": a, "b": b}])[0]
 
-    def compare_many(self, items: Sequence[dict]) -> list[Comparison]:
-        """Judge many pairs in batches: each item is ``{"exemplars", "prompt", "a", "b"}``."""
+    def compare_many(
+        self, items: Sequence[dict], cache: Path | str | None = None, progress: bool = False
+    ) -> list[Comparison]:
+        """Judge many pairs in batches: each item is ``{"exemplars", "prompt", "a", "b"}``.
+
+        Every item is checked (see :meth:`compare`) before anything is generated. With
+        ``cache`` (a JSONL file), every answer is written there as soon as it is generated and
+        read back on the next call with the same items and weights, so a batch killed halfway
+        resumes instead of starting over (``persrm judge --batch`` uses this).
+        """
 
         requests, shown = [], []
         for i, item in enumerate(items):
             where = {"field": f"items[{i}]"} if len(items) > 1 else None
-            a = _require_text(item.get("a"), "response A", where)
-            b = _require_text(item.get("b"), "response B", where)
-            prompt = item.get("prompt") or NO_PROMPT
-            exemplars = as_exemplars(item.get("exemplars") or [])[: self.max_exemplars]
+            prompt, a, b = pair_fields(item, where)
+            exemplars = self._fit(i, prompt, a, b, exemplars_list(item.get("exemplars"), where))
             shown.append(len(exemplars))
             for first, second in ((a, b), (b, a)):
                 messages = compare_messages(prompt, first, second, exemplars)
                 requests.append(GenRequest(messages, self.max_new_tokens, prefix=self.prefix))
-        results = self.backend.generate(requests)
+        if cache is None:
+            results = self.backend.generate(requests)
+        else:
+            generator = CachedGenerator(self.backend, cache)
+            results = generator.generate(requests, progress=progress, desc="judging")
+            self.last_cache_stats = generator.cache_stats
         return [
             _comparison(
                 full_answer(self.prefix, results[2 * i].text),
@@ -354,6 +399,116 @@ class PersRM:
             )
             for i in range(len(items))
         ]
+
+    def context_length(self) -> int | None:
+        """The most tokens the model reads at once (prompt and answer), from its config."""
+        config = getattr(self.model, "config", None)
+        for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        value = getattr(self.tokenizer, "model_max_length", None)
+        return value if isinstance(value, int) and 0 < value < 10_000_000 else None
+
+    def _prompt_tokens(self, prompt: str, a: str, b: str, exemplars: list[Exemplar]) -> int:
+        """Tokens of the judge's chat in the longer of its two orders, as generation sees it."""
+        return max(
+            len(
+                self.tokenizer(
+                    prompt_text(self.tokenizer, compare_messages(prompt, x, y, exemplars),
+                                self.prefix),
+                    add_special_tokens=False,
+                )["input_ids"]
+            )
+            for x, y in ((a, b), (b, a))
+        )  # fmt: skip
+
+    def _fit(
+        self, i: int, prompt: str, a: str, b: str, exemplars: list[Exemplar]
+    ) -> list[Exemplar]:
+        """The first ``max_exemplars`` exemplars, fewer if the chat would overflow the context."""
+        exemplars = exemplars[: self.max_exemplars]
+        limit = self.context_length()
+        if limit is None:
+            return exemplars
+        budget = limit - self.max_new_tokens
+        given = len(exemplars)
+        while (need := self._prompt_tokens(prompt, a, b, exemplars)) > budget:
+            if len(exemplars) == 1:
+                raise DataError(
+                    f"pair {i + 1}: the judge's chat (the prompt, both responses and one "
+                    f"exemplar) is {need} tokens; with {self.max_new_tokens} tokens for its "
+                    f"answer that is past the model's context of {limit} tokens",
+                    "shorten the responses, the prompt or the exemplar (nothing is cut "
+                    "silently: a judge that never saw the end of a text cannot judge it).",
+                    field="exemplars",
+                )
+            exemplars = exemplars[:-1]
+        if len(exemplars) < given:
+            warnings.warn(
+                f"pair {i + 1}: {given - len(exemplars)} of {given} exemplars left out so that "
+                f"the judge's chat ({need} tokens) and its answer ({self.max_new_tokens}) fit the "
+                f"model's context of {limit} tokens; the judge saw {len(exemplars)} "
+                "(exemplars_shown); shorter exemplars would let it see more",
+                UserWarning,
+                stacklevel=3,
+            )
+        return exemplars
+
+
+def exemplars_list(raw: Any, where: dict | None = None) -> list[Exemplar]:
+    """The exemplars of one pair: a list of texts, or one text (a string or dict) on its own.
+
+    None of them is an error, said the way ``persrm judge`` says it: the judge knows the user
+    only through their texts.
+    """
+    at = where or {"field": "exemplars"}
+    if isinstance(raw, str | dict | Exemplar):
+        raw = [raw]  # one text, not a sequence of characters (or of a dict's keys)
+    elif raw is not None and not isinstance(raw, Iterable):
+        raise DataError(
+            f"exemplars is a {type(raw).__name__}, not a list of texts",
+            f"pass the user's texts as a list of strings; {_EXEMPLAR_SHAPES}.",
+            **at,
+        )
+    exemplars = as_exemplars(raw or [])
+    if not exemplars:
+        raise DataError(
+            "no exemplars: the judge needs the user's own texts to know them",
+            'pass one or more texts the user wrote, e.g. compare(["a text I wrote. ..."], '
+            "prompt, a, b) (on the command line: --exemplars FILE).",
+            **at,
+        )
+    return exemplars
+
+
+def pair_fields(item: dict, where: dict | None = None) -> tuple[str, str, str]:
+    """``(prompt, a, b)`` of one pair, checked: texts, a prompt that is text or absent, a != b.
+
+    ``where`` locates the pair in errors; without a field in it, the field at fault is named.
+    """
+
+    def at(field: str) -> dict:
+        return where if where and "field" in where else {**(where or {}), "field": field}
+
+    a = _require_text(item.get("a"), "response A", where)
+    b = _require_text(item.get("b"), "response B", where)
+    if " ".join(a.split()) == " ".join(b.split()):
+        raise DataError(
+            "response A and response B are the same text, and no judge can prefer one of two "
+            "identical texts",
+            "pass two different responses.",
+            **at("b"),
+        )
+    prompt = item.get("prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        raise DataError(
+            f"the prompt is a {type(prompt).__name__}, not a text",
+            "pass the prompt both responses answer as a string, or None to judge the two texts "
+            "as they stand.",
+            **at("prompt"),
+        )
+    return (prompt if prompt and prompt.strip() else NO_PROMPT), a, b
 
 
 def _comparison(text_ab: str, text_ba: str, shown: int) -> Comparison:
@@ -384,66 +539,163 @@ def _comparison(text_ab: str, text_ba: str, shown: int) -> Comparison:
 # ----------------------------------------------------------------------------------------------
 
 
+#: How many bad lines of a batch file one error lists (the count says how many more there are).
+MAX_BAD_LINES_LISTED = 20
+
+_BATCH_SHAPE = (
+    'each line needs {"a": "first text", "b": "second text"} (and optionally "id", "prompt", '
+    '"exemplars": ["a text by the user", ...]).'
+)
+
+
 def read_batch(path: Path | str, default_exemplars: Sequence[Exemplar] | None) -> list[dict]:
     """A JSONL of pairs to judge: ``{"a", "b"}`` and optionally ``"id"``, ``"prompt"``,
-    ``"exemplars"`` (a list of texts; default: the ``--exemplars`` file)."""
+    ``"exemplars"`` (a list of texts; default: the ``--exemplars`` file).
+
+    Every line is checked before anything is judged, and every bad line is reported in one
+    error (up to :data:`MAX_BAD_LINES_LISTED`, then a count), not only the first.
+    """
     path = Path(path)
-    items = []
-    for n, obj in iter_jsonl_objects(path):
-        where = {"path": str(path), "line": n}
-        for key in ("a", "b"):
-            if key not in obj:
-                raise DataError(
-                    f"missing field '{key}'",
-                    'each line needs {"a": "first text", "b": "second text"} (and optionally '
-                    '"id", "prompt", "exemplars": ["a text by the user", ...]).',
-                    **where, field=key,
-                )  # fmt: skip
-            _require_text(obj[key], f"'{key}'", {**where, "field": key})
-        raw = obj.get("exemplars")
-        if raw is None:
-            if not default_exemplars:
-                raise DataError(
-                    "this line has no 'exemplars' and no --exemplars file was given",
-                    'add "exemplars": ["a text by the user", ...] to the line, or pass '
-                    "--exemplars FILE for every line.",
-                    **where, field="exemplars",
-                )  # fmt: skip
-            exemplars = list(default_exemplars)
-        elif isinstance(raw, list):
-            exemplars = [
-                _exemplar_from_object(e, j, {**where, "field": f"exemplars[{j - 1}]"})
-                if isinstance(e, dict) else exemplar_from_text(
-                    _require_text(e, f"exemplars[{j - 1}]", where), j,
-                    {**where, "field": f"exemplars[{j - 1}]"})
-                for j, e in enumerate(raw, 1)
-            ]  # fmt: skip
-        else:
-            raise DataError(
-                f"'exemplars' is a {type(raw).__name__}, not a list of texts",
-                'write "exemplars": ["first text", "second text"].',
-                **where, field="exemplars",
-            )  # fmt: skip
-        items.append({"id": obj.get("id", n), "prompt": obj.get("prompt"), "a": obj["a"],
-                      "b": obj["b"], "exemplars": exemplars})  # fmt: skip
+    items: list[dict] = []
+    bad: list[DataError] = []
+    for n, obj in iter_jsonl_checked(path):
+        if isinstance(obj, DataError):
+            bad.append(obj)
+            continue
+        try:
+            items.append(_batch_item(obj, path, n, default_exemplars))
+        except DataError as err:
+            bad.append(err)
+    if len(bad) == 1:
+        raise bad[0]
+    if bad:
+        listed = "\n".join(f"  {err}" for err in bad[:MAX_BAD_LINES_LISTED])
+        more = len(bad) - MAX_BAD_LINES_LISTED
+        tail = f"\n  ... and {more} more bad lines" if more > 0 else ""
+        raise DataError(
+            f"{len(bad)} lines cannot be judged (nothing was judged):\n{listed}{tail}\n",
+            f"correct every line listed; {_BATCH_SHAPE}",
+            path=str(path),
+        )
     if not items:
         raise DataError("holds no pairs", 'write one {"a": ..., "b": ...} per line.',
                         path=str(path))  # fmt: skip
     return items
 
 
+def _batch_item(
+    obj: dict, path: Path, n: int, default_exemplars: Sequence[Exemplar] | None
+) -> dict:
+    """One checked line of a batch file (see :func:`read_batch`)."""
+    where = {"path": str(path), "line": n}
+    for key in ("a", "b"):
+        if key not in obj:
+            raise DataError(f"missing field '{key}'", _BATCH_SHAPE, **where, field=key)
+        _require_text(obj[key], f"'{key}'", {**where, "field": key})
+    pair_fields(obj, where)
+    raw = obj.get("exemplars")
+    if raw is None:
+        if not default_exemplars:
+            raise DataError(
+                "this line has no 'exemplars' and no --exemplars file was given",
+                'add "exemplars": ["a text by the user", ...] to the line, or pass '
+                "--exemplars FILE for every line.",
+                **where, field="exemplars",
+            )  # fmt: skip
+        exemplars = list(default_exemplars)
+    elif isinstance(raw, list):
+        exemplars = [
+            _exemplar_from_object(e, j, {**where, "field": f"exemplars[{j - 1}]"})
+            if isinstance(e, dict) else exemplar_from_text(
+                _require_text(e, f"exemplars[{j - 1}]", where), j,
+                {**where, "field": f"exemplars[{j - 1}]"})
+            for j, e in enumerate(raw, 1)
+        ]  # fmt: skip
+        if not exemplars:
+            raise DataError(
+                "'exemplars' is an empty list: the judge needs the user's own texts to know them",
+                'write "exemplars": ["first text", ...], or leave the field out to use the '
+                "--exemplars file.",
+                **where, field="exemplars",
+            )  # fmt: skip
+    else:
+        raise DataError(
+            f"'exemplars' is a {type(raw).__name__}, not a list of texts",
+            'write "exemplars": ["first text", "second text"].',
+            **where, field="exemplars",
+        )  # fmt: skip
+    return {"id": obj.get("id", n), "prompt": obj.get("prompt"), "a": obj["a"], "b": obj["b"],
+            "exemplars": exemplars}  # fmt: skip
+
+
+def batch_cache_path(out: Path | str) -> Path:
+    """Where ``persrm judge --batch`` keeps each answer as it comes, beside ``--out``.
+
+    A killed batch leaves it behind, and the next run with the same ``--out`` reads it back
+    instead of judging those pairs again; it is removed once ``--out`` is written.
+    """
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial.jsonl")
+
+
+def check_writable(path: Path | str, flag: str, folder: bool = False) -> Path:
+    """Refuse, before any work, an output path this process cannot write (a file by default).
+
+    It tries what the writer will do later: create a file in the folder that will hold
+    ``path`` (the nearest one that exists, since missing folders are created), and, for an
+    existing output folder that will be replaced, in that folder too. Permission bits are
+    not read, because they do not tell the whole story (root, read-only mounts, ACLs).
+    Nothing is left behind.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise DataError(
+            "is a folder", f"give {flag} a file path, e.g. {path / 'verdicts.jsonl'}.",
+            path=str(path),
+        )  # fmt: skip
+    if folder and path.exists() and not path.is_dir():
+        raise DataError("is a file, not a folder", f"choose a folder for {flag}.", path=str(path))
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(
+            f"cannot be created: {parent} is a file, not a folder",
+            f"choose another {flag}.",
+            path=str(path),
+        )
+    for where in [parent] + ([path] if folder and path.is_dir() else []):
+        probe = where / f".persrm-write-check-{uuid.uuid4().hex[:8]}"
+        try:
+            probe.touch(exist_ok=False)
+            probe.unlink()
+        except OSError as err:
+            raise DataError(
+                f"cannot be written: {where} does not accept new files "
+                f"({err.strerror or type(err).__name__})",
+                f"make {where} writable, or choose another {flag}; nothing was done yet.",
+                path=str(path),
+            ) from None
+    return path
+
+
 def write_batch(path: Path | str, items: Sequence[dict], results: Sequence[Comparison]) -> Path:
     """One JSON line per pair: its id, the verdict, both orders, the reasoning, the completions.
 
-    Written atomically (temporary file, then rename), so a reader never sees half a file.
+    Written atomically (temporary file, then rename), so a reader never sees half a file; a
+    failed write removes its temporary file.
     """
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for item, res in zip(items, results, strict=True):
-            fh.write(json.dumps({"id": item.get("id"), **res.to_dict()}, ensure_ascii=False))
-            fh.write("\n")
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for item, res in zip(items, results, strict=True):
+                fh.write(json.dumps({"id": item.get("id"), **res.to_dict()}, ensure_ascii=False))
+                fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
