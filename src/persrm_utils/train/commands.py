@@ -25,7 +25,7 @@ from persrm_utils.errors import DataError
 from persrm_utils.models.loader import import_backend_first
 from persrm_utils.profiles import Profile, get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl, write_jsonl
-from persrm_utils.run.folders import RunFolder
+from persrm_utils.run.folders import RunFolder, releases_writer
 from persrm_utils.train.grpo import grpo_rows, load_policy, preflight, train_grpo
 from persrm_utils.train.rewards import reward_funcs
 from persrm_utils.train.sft import train_sft
@@ -101,7 +101,9 @@ def begin_stage(
     # unsloth, when this profile uses it, is imported before anything imports trl.
     import_backend_first(profile)
     main = rank() == 0
-    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
+    # rank 0 holds the run folder's writer lock until the stage function returns (@releases_writer)
+    writer = f"persrm {'sft' if stage == SFT_STAGE else 'grpo'}" if main else None
+    run = RunFolder.create(run_name or profile.name, profile.name, overrides, writer=writer)
     if main:
         if run.is_done(stage) and not force:
             print(f"{stage} is already done in {run.path} (use --force to train again)")
@@ -112,6 +114,7 @@ def begin_stage(
     return profile, run, main
 
 
+@releases_writer
 def run_sft_stage(
     profile_name: str = "smoke",
     run_name: str | None = None,
@@ -149,6 +152,7 @@ def run_sft_stage(
 GRPO_STAGE = "04_grpo_unsloth"
 
 
+@releases_writer
 def run_grpo_stage(
     profile_name: str = "smoke",
     run_name: str | None = None,
