@@ -196,6 +196,7 @@ def acquire_writer(path: Path, what: str) -> None:
     }
     try:
         _write_atomically(path / WRITER_HOLDER, json.dumps(holder, indent=2) + "\n")
+        (path / WRITER_HOLDER).chmod(0o644)  # mkstemp's 0600 would hide it from other users
     except OSError as err:
         lock.release()
         raise _unwritable(path, err) from None
@@ -385,6 +386,9 @@ class RunFolder:
     def __init__(self, path: Path, manifest: Manifest) -> None:
         self.path = path
         self.manifest = manifest
+        #: The run name manifest.json holds on disk (None: not read or written yet); differs
+        #: from ``manifest.run`` in a copied folder until the corrected name is saved.
+        self._name_on_disk: str | None = None
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -467,8 +471,9 @@ class RunFolder:
         if written != folder:
             warnings.warn(
                 f"{path / MANIFEST} names run '{written}', but the folder is '{folder}' (copied "
-                f"or renamed?): this is run '{folder}', and its manifest is updated to say so; "
-                f"nothing is written into run '{written}'.",
+                f"or renamed?): this is run '{folder}', its manifest's name is corrected to "
+                f"'{folder}' when the run is next written, and nothing is written into run "
+                f"'{written}'.",
                 RunFolderWarning,
                 stacklevel=2,
             )
@@ -476,8 +481,6 @@ class RunFolder:
         run = cls(path, manifest)
         run._name_on_disk = written
         return run
-
-    _name_on_disk: str | None = None
 
     def release(self) -> None:
         """Give back the writer lock taken by ``create(writer=...)`` (no-op if not held)."""
