@@ -99,6 +99,7 @@ def test_a_second_writer_is_refused_at_once_naming_the_holder(runs_root):
             assert f"pid {holder.pid} on host " in err and "notebook stage 00_setup" in err
             assert "command `-c`, since 20" in err and "nothing was started" in err
             assert f"kill {holder.pid}" in err and "--run OTHER_NAME" in err
+            assert "Only if that process is gone for good" in err
             assert "Traceback" not in proc.stderr
             assert manifest.read_bytes() == before  # the holder's record is untouched
         with pytest.raises(RunBusyError, match=f"pid {holder.pid} on host"):

@@ -160,7 +160,9 @@ def _busy(path: Path) -> RunBusyError:
         problem,
         f"Wait for it to finish and run this again, or stop it (`kill {pid}` on {host}, or shut "
         "down that notebook's kernel) if it is stuck; to work in parallel, use another run "
-        "(--run OTHER_NAME).",
+        "(--run OTHER_NAME). Only if that process is gone for good (a Colab runtime that "
+        "disconnected while the run folder was on Drive, a machine that rebooted) and the lock "
+        f"stayed: delete {lock} and {record}.",
     )
 
 
