@@ -63,8 +63,51 @@ def test_unknown_field_is_an_error_not_ignored():
 
 
 def test_renaming_the_profile_through_an_override_is_refused():
-    with pytest.raises(ConfigError, match="no field 'name'"):
+    """'name' is a field, but not one to override: the message says so, and never answers
+    "no field 'name'. Did you mean 'name'?" (it did before)."""
+    with pytest.raises(ConfigError) as err:
         get_profile("cpu", name="t4")
+    msg = str(err.value)
+    assert "'name' cannot be overridden: it is the profile's own name ('cpu')" in msg
+    assert "--profile NAME" in msg and "--run NAME" in msg
+    assert "Did you mean" not in msg and "no field" not in msg
+
+
+def test_a_suggestion_is_never_the_name_given_nor_name():
+    with pytest.raises(ConfigError) as err:
+        get_profile("cpu", nme="x")
+    msg = str(err.value)
+    assert "no field 'nme'" in msg and "'name'" not in msg
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "kind"),
+    [
+        ("sft_max_steps", True, "a whole number."),
+        ("sft_learning_rate", True, "a number."),
+        ("lora_dropout", False, "a number."),
+        ("eval_max_pairs", True, "a whole number or None."),
+        ("sft_epochs", True, "a number or None."),
+    ],
+)
+def test_a_boolean_for_a_numeric_field_is_refused(field, value, kind):
+    """pydantic reads True as 1 and 1.0: `--set sft_max_steps=true` trained one step."""
+    with pytest.raises(ConfigError) as err:
+        get_profile("smoke", **{field: value})
+    msg = str(err.value)
+    assert f"field '{field}' = {value!r} is a boolean, but '{field}' takes {kind}" in msg
+    assert f"--set {field}=" in msg and "this profile's default is" in msg
+    with pytest.raises(ConfigError, match="is a boolean"):
+        get_profile("smoke").override(**{field: value})
+    with pytest.raises(ConfigError, match="is a boolean"):
+        get_profile("smoke", **parse_overrides([f"{field}={str(value).lower()}"]))
+
+
+def test_booleans_stay_valid_for_boolean_fields_and_numbers_for_numeric_ones():
+    prof = get_profile("smoke", load_in_4bit=False, answer_prefill=False, sft_max_steps=3,
+                       sft_learning_rate=1, eval_max_pairs=None)  # fmt: skip
+    assert (prof.load_in_4bit, prof.answer_prefill) == (False, False)
+    assert (prof.sft_max_steps, prof.sft_learning_rate, prof.eval_max_pairs) == (3, 1.0, None)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 
-from persrm_utils.errors import ConfigError, PersRMError
+from persrm_utils.errors import ConfigError, PersRMError, RunBusyError
 from persrm_utils.paths import runs_dir
 from persrm_utils.profiles import PROFILE_NAMES, parse_overrides
 from persrm_utils.run.folders import MANIFEST, RunFolder
@@ -166,9 +166,12 @@ def _mark_failed(args: argparse.Namespace, stage: str, err: PersRMError) -> None
     folder = runs_dir() / (args.run_name or args.profile.strip().lower())
     if not (folder / MANIFEST).is_file():
         return
-    run = RunFolder.open(folder)
-    if run.status(stage) == "running":
-        run.fail_stage(stage, str(err))
+    try:
+        run = RunFolder.open(folder)
+        if run.status(stage) == "running":
+            run.fail_stage(stage, str(err))
+    except PersRMError:
+        pass  # e.g. the folder is unwritable: the error being reported already says so
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             stage = run_sft_stage if args.command == "sft" else run_grpo_stage
             try:
                 stage(args.profile, args.run_name, parse_overrides(args.overrides), args.force)
+            except RunBusyError:
+                raise  # another process runs this stage: its record is not ours to mark failed
             except PersRMError as err:
                 _mark_failed(args, "03" if args.command == "sft" else "04", err)
                 raise

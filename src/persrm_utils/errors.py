@@ -27,6 +27,10 @@ class ManifestError(PersRMError):
     """A run folder whose manifest.json cannot be read or does not follow the schema."""
 
 
+class RunBusyError(PersRMError):
+    """A run folder another process is writing (it holds the folder's writer lock)."""
+
+
 class MissingInputsError(PersRMError):
     """A stage was started before the stage that produces its inputs has finished."""
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import typing
 from typing import Any, Literal
 
 from pydantic import (
@@ -444,17 +445,50 @@ def _field_names() -> list[str]:
     return list(Profile.model_fields)
 
 
+def _numeric_kind(field: str) -> str | None:
+    """'a whole number' / 'a number' when ``field`` takes an int or a float (not a bool)."""
+    annotation = Profile.model_fields[field].annotation
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    if bool in kinds:
+        return None
+    if int in kinds and float not in kinds:
+        return "a whole number"
+    return "a number" if float in kinds else None
+
+
 def _build(name: str, values: dict[str, Any], overrides: dict[str, Any]) -> Profile:
-    unknown = [key for key in overrides if key not in Profile.model_fields or key == "name"]
+    if "name" in overrides:
+        raise ConfigError(
+            f"'name' cannot be overridden: it is the profile's own name ('{name}'), chosen with "
+            "the profile itself.",
+            "Choose another profile with --profile NAME (PROFILE in a notebook); to name the "
+            "run folder, use --run NAME (RUN_NAME).",
+        )
+    unknown = [key for key in overrides if key not in Profile.model_fields]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(key, _field_names(), n=3)
+        fields = [f for f in _field_names() if f not in ("name", key)]
+        close = difflib.get_close_matches(key, fields, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise ConfigError(
             f"Profile '{name}' has no field '{key}'.{hint}",
             "Use one of the fields listed by `persrm_utils.profiles.describe_fields()` "
             "(or `persrm doctor`); field names are case-sensitive.",
         )
+    for key, value in overrides.items():
+        # pydantic reads True as 1 and 1.0: `--set sft_max_steps=true` would train one step
+        kind = _numeric_kind(key)
+        if isinstance(value, bool) and kind is not None:
+            default = _BASE.get(name, {}).get(key, Profile.model_fields[key].default)
+            optional = type(None) in typing.get_args(Profile.model_fields[key].annotation)
+            raise ConfigError(
+                f"Profile '{name}': field '{key}' = {value!r} is a boolean, but '{key}' takes "
+                f"{kind}" + (" or None" if optional else "") + ".",
+                f"Give '{key}' {kind}, e.g. --set {key}="
+                f"{default if default is not None else 1} (OVERRIDES={{'{key}': ...}} in a "
+                f"notebook); this profile's default is {default!r}"
+                + (", and null (None in Python) means none." if optional else "."),
+            )
     try:
         return Profile(**{**values, "name": name})
     except ValidationError as err:

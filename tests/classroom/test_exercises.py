@@ -67,6 +67,7 @@ def _done(run: RunFolder, stage: str, files: list[Path], versions: dict | None =
     run.manifest.stages[stage] = StageRecord(
         status="running", started_at=now, versions=versions or {}
     )
+    run.save()  # finish_stage reads the manifest from disk: the record must be written first
     run.finish_stage(stage, files)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from persrm_utils.errors import ConfigError, PersRMError
 from persrm_utils.paths import notebooks_dir
 from persrm_utils.profiles import get_profile
-from persrm_utils.run.folders import RunFolder
+from persrm_utils.run.folders import RunFolder, writer_env
 from persrm_utils.run.stages import STAGES, Stage, get_stage
 from persrm_utils.setup.notebooks import solutions_name
 
@@ -114,21 +114,44 @@ def run_series(
     ``solutions``, the selected stages' solutions notebooks run after them (see the module
     docstring): on a finished run, ``solutions=True`` checks every exercise without redoing work.
     """
-    from papermill.exceptions import PapermillExecutionError
-
     overrides = _absolute_corpus_path(overrides)
     prof = get_profile(profile, **overrides)
     stages, absent = select_stages(from_stage, only)  # validate before creating anything
-    run = RunFolder.create(run_name or prof.name, prof.name, overrides)
+    # The writer lock: a second `persrm run` (or sft, or a notebook) on this folder is refused at
+    # once, naming this process; the notebook kernels started below write under it.
+    run = RunFolder.create(run_name or prof.name, prof.name, overrides, writer="persrm run")
+    try:
+        with writer_env(run.path):
+            return _run_stages(run, prof.name, stages, absent, overrides, force, kernel_name,
+                               progress, echo, solutions)  # fmt: skip
+    finally:
+        run.release()
+
+
+def _run_stages(
+    run: RunFolder,
+    profile: str,
+    stages: list[Stage],
+    absent: list[Stage],
+    overrides: dict[str, Any],
+    force: bool,
+    kernel_name: str,
+    progress: bool,
+    echo: Callable[[str], None],
+    solutions: bool,
+) -> list[StageResult]:
+    """The body of :func:`run_series`, run while this process holds the run folder."""
+    from papermill.exceptions import PapermillExecutionError
+
     out_dir = run.path / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # writable: checked when the lock was taken
     params = {
-        "PROFILE": prof.name,
+        "PROFILE": profile,
         "RUN_NAME": run.manifest.run,
         "OVERRIDES": dict(overrides or {}),
     }
     results: list[StageResult] = []
-    echo(f"Run folder: {run.path} (profile '{prof.name}')")
+    echo(f"Run folder: {run.path} (profile '{profile}')")
     for i, stage in enumerate(stages, 1):
         output = out_dir / stage.notebook
         if run.is_done(stage.name) and not force:
@@ -148,7 +171,7 @@ def run_series(
             raise StageFailed(
                 f"Notebook {stage.notebook} failed in {detail}\n  Executed copy with all "
                 f"outputs: {output}",
-                f"Fix the cause, then resume from this stage: `persrm run --profile {prof.name} "
+                f"Fix the cause, then resume from this stage: `persrm run --profile {profile} "
                 f"--run {run.manifest.run} --from {stage.name}`.",
             ) from None
         seconds = time.perf_counter() - start

@@ -32,7 +32,7 @@ from persrm_utils.models.loader import import_backend_first
 from persrm_utils.paths import runs_dir
 from persrm_utils.profiles import Profile, get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl, write_jsonl
-from persrm_utils.run.folders import MANIFEST, RunFolder
+from persrm_utils.run.folders import MANIFEST, RunFolder, releases_writer
 from persrm_utils.train.grpo import grpo_rows, load_policy, preflight, train_grpo
 from persrm_utils.train.rewards import reward_funcs
 from persrm_utils.train.sft import train_sft
@@ -147,7 +147,9 @@ def begin_stage(
     import_backend_first(profile)
     main = rank() == 0
     require_run(run_name or profile.name, profile, stage)
-    run = RunFolder.create(run_name or profile.name, profile.name, overrides)
+    # rank 0 holds the run folder's writer lock until the stage function returns (@releases_writer)
+    writer = f"persrm {'sft' if stage == SFT_STAGE else 'grpo'}" if main else None
+    run = RunFolder.create(run_name or profile.name, profile.name, overrides, writer=writer)
     if main:
         if run.is_done(stage) and not force:
             note = _settings_note(run, stage, profile)
@@ -172,6 +174,7 @@ def trained_with(out_dir: Path, resumed_from: str | None) -> dict[str, Any]:
     }
 
 
+@releases_writer
 def run_sft_stage(
     profile_name: str = "smoke",
     run_name: str | None = None,
@@ -211,6 +214,7 @@ def run_sft_stage(
 GRPO_STAGE = "04_grpo_unsloth"
 
 
+@releases_writer
 def run_grpo_stage(
     profile_name: str = "smoke",
     run_name: str | None = None,
