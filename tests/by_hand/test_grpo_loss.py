@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from persrm_utils.by_hand.grpo_loss import (
+    clipped_surrogate,
     clipping_table,
     group_advantages,
     grpo_loss,
@@ -74,3 +75,19 @@ def test_kl_is_zero_at_the_reference_and_adds_with_beta():
     adv = torch.tensor([0.0, 0.0])
     assert grpo_loss(moved, moved, adv, mask, beta=0.0, logp_ref=logp) == 0
     assert grpo_loss(moved, moved, adv, mask, beta=0.1, logp_ref=logp) > 0
+
+
+def test_clip_higher_lets_a_rewarded_token_grow_further():
+    """TRL's epsilon_high (DAPO): the upper clip bound is 1 + eps_high, the lower 1 - eps_low."""
+    old = torch.log(torch.tensor([[0.4, 0.4]]))
+    new = (old + torch.log(torch.tensor([[1.25, 0.75]]))).requires_grad_(True)
+    for adv, upper, lower in ((1.0, -1.2, -0.75), (-1.0, 1.25, 0.8)):
+        loss = clipped_surrogate(new, old, torch.tensor([adv]), 0.2)  # symmetric: [0.8, 1.2]
+        assert loss.detach().squeeze().tolist() == pytest.approx([upper, lower])
+    higher = clipped_surrogate(new, old, torch.tensor([1.0]), 0.2, 0.28)
+    assert higher.detach().squeeze().tolist() == pytest.approx([-1.25, -0.75])
+    (grad,) = torch.autograd.grad(higher.sum(), new)
+    assert grad[0, 0] != 0  # 1.25 < 1.28: still inside, still learning
+    mask = torch.ones(1, 2)
+    loss = grpo_loss(new, old, torch.tensor([1.0]), mask, epsilon=0.2, epsilon_high=0.28)
+    assert loss.item() == pytest.approx(-1.0)  # (-1.25 - 0.75) / 2 tokens

@@ -21,6 +21,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from persrm_utils import classroom as ex
 from persrm_utils.by_hand.memory import ARCHS, NF4_BYTES
@@ -49,6 +50,9 @@ CHECKS = {
     for name, fn in inspect.getmembers(ex, inspect.isfunction)
     if re.fullmatch(r"check_0\d_(warmup|core|stretch)", name)
 }
+#: The by-hand exercises of 03 and 04: the learner writes a function, the check compares it with
+#: the library on fresh tensors. They follow the knob exercises, one markdown cell and one check.
+BY_HAND = {"03": ("check_03_lora", "check_03_nf4"), "04": ("check_04_surrogate",)}
 MY_TEXTS = [
     "I started running in the dark months. The first week was miserable, the second worse.",
     "Our kitchen table is where everything happens. Homework, arguments, a puzzle.",
@@ -132,7 +136,7 @@ def _out(capsys) -> str:
 
 
 def _call(name: str, answer, run: RunFolder):
-    fn = CHECKS[name]
+    fn = getattr(ex, name)
     return fn(answer, run.path) if "run" in inspect.signature(fn).parameters else fn(answer)
 
 
@@ -150,7 +154,14 @@ def test_one_documented_check_per_notebook_and_tier():
     assert issubclass(ExerciseError, AssertionError)
 
 
-@pytest.mark.parametrize("name", sorted(CHECKS))
+def test_the_by_hand_exercises_are_documented_checks():
+    for names in BY_HAND.values():
+        for name in names:
+            fn = getattr(ex, name)
+            assert name in ex.__all__ and fn.__doc__ and "erif" in fn.__doc__, name
+
+
+@pytest.mark.parametrize("name", sorted(CHECKS) + [n for ns in BY_HAND.values() for n in ns])
 def test_an_unanswered_exercise_prints_a_hint_and_does_not_raise(name, run, capsys):
     assert not _call(name, None, run)
     out = _out(capsys)
@@ -356,6 +367,87 @@ def test_03_stretch_the_k0_swapped_prompt(run, capsys):
         ex.check_03_stretch({"user": "\n\n".join(blocks), "label": pair.chosen_position}, run)
 
 
+def lora_right(layer, x, A, B, alpha, r):
+    return layer(x) + (alpha / r) * (x @ A.T) @ B.T
+
+
+def test_03_lora_is_compared_with_peft_and_names_the_usual_slips(capsys):
+    assert ex.check_03_lora(lora_right)
+    assert "equals peft's LoraLayer" in _out(capsys)
+    slips = {
+        "multiply B \\(A x\\) by alpha / r": lambda layer, x, A, B, alpha, r: (
+            layer(x) + (x @ A.T) @ B.T
+        ),
+        "scale upside down": lambda layer, x, A, B, alpha, r: (
+            layer(x) + (r / alpha) * (x @ A.T) @ B.T
+        ),
+        "add the frozen layer's output": lambda layer, x, A, B, alpha, r: (
+            (alpha / r) * (x @ A.T) @ B.T
+        ),
+        "without the bias": lambda layer, x, A, B, alpha, r: (
+            x @ layer.weight.T + (alpha / r) * (x @ A.T) @ B.T
+        ),
+        # A and B in the wrong order: the shapes do not fit, and the hint says which is which
+        "A is r x in and B is out x r": lambda layer, x, A, B, alpha, r: (
+            layer(x) + (alpha / r) * (x @ B.T) @ A.T
+        ),
+        "torch tensor": lambda layer, x, A, B, alpha, r: layer(x).tolist(),
+    }
+    for hint, wrong in slips.items():
+        with pytest.raises(ExerciseError, match=hint):
+            ex.check_03_lora(wrong)
+    with pytest.raises(ExerciseError, match=r"Expected a function lora_forward"):
+        ex.check_03_lora("layer(x) + (alpha / r) * (x @ A.T) @ B.T")
+
+
+def _blocks(weight, code, size):
+    blocks = weight.reshape(-1, size)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    index = ((blocks / absmax).unsqueeze(-1) - code).abs().argmin(dim=-1)
+    return (code[index] * absmax).reshape(weight.shape)
+
+
+def nf4_right(weight, code):
+    blocks = weight.reshape(-1, 64)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    index = ((blocks / absmax).unsqueeze(-1) - code).abs().argmin(dim=-1)
+    return (code[index] * absmax).reshape(weight.shape)
+
+
+def test_03_nf4_is_compared_with_bitsandbytes_and_names_the_usual_slips(capsys):
+    assert ex.check_03_nf4(nf4_right)
+    assert "equals bitsandbytes'" in _out(capsys)
+
+    def per_tensor(weight, code):
+        absmax = weight.abs().max()
+        return code[((weight / absmax).unsqueeze(-1) - code).abs().argmin(dim=-1)] * absmax
+
+    def no_rescale(weight, code):
+        blocks = weight.reshape(-1, 64)
+        index = ((blocks / blocks.abs().amax(1, keepdim=True)).unsqueeze(-1) - code).abs()
+        return code[index.argmin(dim=-1)].reshape(weight.shape)
+
+    def by_column(weight, code):
+        return nf4_right(weight.T.contiguous(), code).T
+
+    def indices(weight, code):
+        blocks = weight.reshape(-1, 64)
+        index = ((blocks / blocks.abs().amax(1, keepdim=True)).unsqueeze(-1) - code).abs()
+        return index.argmin(dim=-1)
+
+    slips = {
+        "one absmax for the whole tensor": per_tensor,
+        "multiply each level by its block's absmax": no_rescale,
+        "down the columns": by_column,
+        "the 4-bit indices": indices,
+        "reshape the result back": lambda weight, code: nf4_right(weight, code).flatten(),
+        "blocks of 64 weights": lambda weight, code: _blocks(weight, code, 32),
+    }
+    for hint, wrong in slips.items():
+        with pytest.raises(ExerciseError, match=hint):
+            ex.check_03_nf4(wrong)
+
+
 # ----------------------------------------------------------------------------------------------
 # 04 · GRPO
 # ----------------------------------------------------------------------------------------------
@@ -400,6 +492,41 @@ def test_04_stretch_wrong_answers_with_four_different_totals(capsys):
         ex.check_04_stretch(["", "", "<think>x", "<think>x</think>\n<answer>[[B]]</answer>"])
     with pytest.raises(ExerciseError, match=r"Completion 3 is a right answer"):
         ex.check_04_stretch([*group[:3], "<think>x</think>\n<answer>[[A]]</answer>"])
+
+
+def surrogate_right(logp_new, logp_old, advantages, eps_low, eps_high):
+    ratio = torch.exp(logp_new - logp_old)
+    adv = advantages[:, None]
+    return -torch.min(ratio * adv, torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv)
+
+
+def test_04_surrogate_is_compared_with_the_package_and_names_the_usual_slips(capsys):
+    assert ex.check_04_surrogate(surrogate_right)
+    out = _out(capsys)
+    assert "values and gradient" in out and "clipped: no gradient" in out
+
+    def variant(combine=torch.min, clip=True, high=None, sign=-1.0, detach=False, adv_col=True):
+        def fn(logp_new, logp_old, advantages, eps_low, eps_high):
+            ratio = torch.exp(logp_new - logp_old)
+            ratio = ratio.detach() if detach else ratio
+            adv = advantages[:, None] if adv_col else advantages
+            top = 1 + (eps_high if high is None else high(eps_low, eps_high))
+            clipped = torch.clamp(ratio, 1 - eps_low, top) if clip else ratio
+            return sign * combine(ratio * adv, clipped * adv)
+
+        return fn
+
+    slips = {
+        "max instead of min": variant(combine=torch.max),
+        "unclipped term alone": variant(clip=False),
+        "upper bound is 1 \\+ eps_high": variant(high=lambda low, high: low),
+        "minus the objective": variant(sign=1.0),
+        "no gradient with respect to logp_new": variant(detach=True),
+        "advantages\\[:, None\\]": variant(adv_col=False),
+    }
+    for hint, wrong in slips.items():
+        with pytest.raises(ExerciseError, match=hint):
+            ex.check_04_surrogate(wrong)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -542,11 +669,14 @@ def test_every_series_notebook_has_its_exercises_and_solutions():
         for tier, source in zip(("warmup", "core", "stretch"), code[:3], strict=True):
             assert "answer = None  # your code here" in source
             assert f"check_{path.name[:2]}_{tier}(answer" in source
+        for name in BY_HAND.get(path.name[:2], ()):  # after the tiers, answered by a function
+            assert sum(f"answer = None  # your code here\n{name}(answer)" in c for c in code) == 1
     for path in solutions_notebooks():
         source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
         assert "solution_run(" in source and "start_stage" not in source
         assert all(f"check_{path.name[:2]}_{t}(answer" in source
                    for t in ("warmup", "core", "stretch"))  # fmt: skip
+        assert all(f"{name}(answer)" in source for name in BY_HAND.get(path.name[:2], ()))
 
 
 def test_the_command_passes_solutions_to_the_runner(monkeypatch):

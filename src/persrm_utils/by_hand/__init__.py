@@ -4,7 +4,12 @@
 The names below are what the notebooks use; everything else is in the modules of this package.
 """
 
-from persrm_utils.by_hand.grpo_loss import clipping_table, group_advantages, token_weights
+from persrm_utils.by_hand.grpo_loss import (
+    clipped_surrogate,
+    clipping_table,
+    group_advantages,
+    token_weights,
+)
 from persrm_utils.by_hand.lora import (
     init_factors,
     lora_forward,
@@ -25,17 +30,20 @@ from persrm_utils.by_hand.nf4 import (
     quantization_table,
     quantize,
 )
+from persrm_utils.by_hand.projections import lesson_projection, real_projection
 
 __all__ = [
     "ARCHS",
     "GB",
     "NF4_BYTES",
+    "clipped_surrogate",
     "clipping_table",
     "dequantize",
     "forward_is_dequantized_matmul",
     "gradients_through_4bit",
     "group_advantages",
     "init_factors",
+    "lesson_projection",
     "linear4bit_from",
     "lora_forward",
     "memory_rows",
@@ -47,6 +55,7 @@ __all__ = [
     "quantization_table",
     "quantize",
     "random_factors",
+    "real_projection",
     "tiny_projection",
     "token_weights",
 ]

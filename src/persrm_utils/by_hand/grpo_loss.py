@@ -66,6 +66,29 @@ def per_token_kl(logp_new: Any, logp_ref: Any) -> Any:
     return torch.exp(delta) - delta - 1
 
 
+def clipped_surrogate(
+    logp_new: Any,
+    logp_old: Any,
+    advantages: Any,
+    epsilon_low: float = 0.2,
+    epsilon_high: float | None = None,
+) -> Any:
+    """The per-token loss ``-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)``.
+
+    ``logp_*`` are (completions x tokens), ``advantages`` one per completion (spread over the
+    completion's tokens). ``epsilon_high`` defaults to ``epsilon_low``, as TRL's
+    ``epsilon_high=None`` does; DAPO's "clip higher" sets it larger (0.28) so that unlikely
+    tokens with a positive advantage can grow further before their gradient stops.
+    """
+    import torch
+
+    high = epsilon_low if epsilon_high is None else epsilon_high
+    ratio = torch.exp(logp_new - logp_old)
+    adv = torch.as_tensor(advantages, dtype=ratio.dtype).unsqueeze(1)
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + high)
+    return -torch.min(ratio * adv, clipped * adv)
+
+
 def grpo_loss(
     logp_new: Any,
     logp_old: Any,
@@ -76,6 +99,7 @@ def grpo_loss(
     beta: float = 0.0,
     logp_ref: Any = None,
     max_completion_length: int | None = None,
+    epsilon_high: float | None = None,
 ) -> Any:
     """The scalar GRPO loss of one batch, as TRL 1.14's ``GRPOTrainer._compute_loss``.
 
@@ -83,12 +107,7 @@ def grpo_loss(
     Without gradient accumulation and on one process, ``"dapo"`` divides by the number of
     tokens in the batch, as TRL does then.
     """
-    import torch
-
-    ratio = torch.exp(logp_new - logp_old)
-    adv = advantages.unsqueeze(1)
-    clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
-    per_token = -torch.min(ratio * adv, clipped * adv)
+    per_token = clipped_surrogate(logp_new, logp_old, advantages, epsilon, epsilon_high)
     if beta:
         per_token = per_token + beta * per_token_kl(logp_new, logp_ref)
     masked = per_token * mask

@@ -30,8 +30,19 @@ from persrm_utils.classroom.checks import (
 from persrm_utils.classroom.exercises_00 import check_00_core, check_00_stretch, check_00_warmup
 from persrm_utils.classroom.exercises_01 import check_01_core, check_01_stretch, check_01_warmup
 from persrm_utils.classroom.exercises_02 import check_02_core, check_02_stretch, check_02_warmup
-from persrm_utils.classroom.exercises_03 import check_03_core, check_03_stretch, check_03_warmup
-from persrm_utils.classroom.exercises_04 import check_04_core, check_04_stretch, check_04_warmup
+from persrm_utils.classroom.exercises_03 import (
+    check_03_core,
+    check_03_lora,
+    check_03_nf4,
+    check_03_stretch,
+    check_03_warmup,
+)
+from persrm_utils.classroom.exercises_04 import (
+    check_04_core,
+    check_04_stretch,
+    check_04_surrogate,
+    check_04_warmup,
+)
 from persrm_utils.classroom.exercises_05 import check_05_core, check_05_stretch, check_05_warmup
 from persrm_utils.classroom.exercises_06 import check_06_core, check_06_stretch, check_06_warmup
 from persrm_utils.classroom.knobs import (
@@ -68,12 +79,15 @@ __all__ = [
     "check_02_warmup",
     "check_03_core",
     "check_03_knob",
+    "check_03_lora",
+    "check_03_nf4",
     "check_03_stretch",
     "check_03_warmup",
     "check_04_core",
     "check_04_knob",
     "check_04_knob_beta",
     "check_04_stretch",
+    "check_04_surrogate",
     "check_04_warmup",
     "check_05_core",
     "check_05_knob_k",

@@ -111,17 +111,23 @@ def _callable(answer: Any, signature: str) -> Callable[..., Any]:
     return answer
 
 
-def _call(fn: Callable[..., Any], args: tuple[Any, ...], case: str) -> Any:
-    """Call the learner's function; an exception becomes an ExerciseError naming the case."""
+def _call(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    case: str,
+    hint: str = "run it on that input yourself and read the traceback.",
+) -> Any:
+    """Call the learner's function; an exception becomes an ExerciseError naming the case.
+
+    ``hint`` replaces the generic advice where the usual cause of a crash is known (a shape
+    error in a matmul almost always means two factors in the wrong order).
+    """
     try:
         return fn(*args)
     except ExerciseError:
         raise
     except Exception as err:  # the learner's bug, shown with the input that triggered it
-        _wrong(
-            f"Your function raised {type(err).__name__}: {err} (on {case}).",
-            "run it on that input yourself and read the traceback.",
-        )
+        _wrong(f"Your function raised {type(err).__name__}: {err} (on {case}).", hint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -170,3 +176,38 @@ def _stage_record(run: RunFolder, stage: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# Tensors returned by a learner's function (the by-hand exercises of 03 and 04)
+# ----------------------------------------------------------------------------------------------
+
+
+def _tensor(result: Any, expected: Any, what: str, hint: str) -> Any:
+    """The learner's result as a float tensor of ``expected``'s shape, or an ExerciseError."""
+    import torch
+
+    if not isinstance(result, torch.Tensor):
+        _wrong(f"{what} should return a torch tensor, got {type(result).__name__}.", hint)
+    if tuple(result.shape) != tuple(expected.shape):
+        _wrong(
+            f"{what} returned shape {tuple(result.shape)}, expected {tuple(expected.shape)}.", hint
+        )
+    return result.detach().float()
+
+
+def _same(got: Any, expected: Any, atol: float) -> bool:
+    import torch
+
+    return bool(torch.allclose(got, expected.detach().float(), atol=atol, rtol=1e-4))
+
+
+def _known_slip(got: Any, slips: Sequence[tuple[Any, str, str]], atol: float) -> None:
+    """Raise with the slip's own hint when ``got`` equals what that slip computes.
+
+    ``slips`` holds (the slip's result on the same inputs, what the slip is, how to fix it): a
+    learner learns more from "you forgot alpha / r" than from "the numbers differ".
+    """
+    for value, slip, fix in slips:
+        if _same(got, value, atol):
+            _wrong(f"Your result is what {slip} gives.", fix)

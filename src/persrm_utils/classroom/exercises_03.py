@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from persrm_utils.by_hand.lora import LoraFactors, peft_lora_output
 from persrm_utils.by_hand.memory import ARCHS, GB, NF4_BYTES
+from persrm_utils.by_hand.nf4 import BLOCKSIZE, dequantize, nf4_code_book, quantize
 from persrm_utils.judge.format import REASONS, label, parse_verdict, user_message
 
 if TYPE_CHECKING:
@@ -15,11 +17,16 @@ if TYPE_CHECKING:
 from persrm_utils.classroom.checks import (
     MODEL_03,
     Checked,
+    _call,
+    _callable,
+    _known_slip,
     _mapping,
     _not_answered,
     _number,
     _ok,
     _run,
+    _same,
+    _tensor,
     _wrong,
 )
 from persrm_utils.classroom.exercises_02 import _pairs
@@ -150,3 +157,164 @@ def check_03_stretch(answer: Mapping[str, str] | None, run: RunFolder | Path | s
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# By hand: LoRA's forward and NF4, checked against peft and bitsandbytes on fresh tensors
+# ----------------------------------------------------------------------------------------------
+
+_LORA_SIGNATURE = "lora_forward(layer, x, A, B, alpha, r)"
+_LORA_SHAPES = (
+    "A is r x in and B is out x r: x @ A.T gives r numbers per token, then @ B.T gives out."
+)
+
+
+def _lora_inputs() -> tuple[Any, Any, Any, Any, float, int]:
+    """A layer the learner has not seen: not square (A and B cannot be swapped unnoticed), with a
+    bias, a 3-d input (batch x tokens x in, as inside a model), alpha / r = 4."""
+    import torch
+
+    gen = torch.Generator().manual_seed(2103)
+    layer = torch.nn.Linear(48, 80, bias=True)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(80, 48, generator=gen) * 0.1)
+        layer.bias.copy_(torch.randn(80, generator=gen))
+    r, alpha = 4, 16.0
+    A = torch.randn(r, 48, generator=gen) * 0.1
+    B = torch.randn(80, r, generator=gen) * 0.1
+    x = torch.randn(2, 3, 48, generator=gen)
+    return layer, x, A, B, alpha, r
+
+
+def check_03_lora(answer: Callable[..., Any] | None) -> Checked:
+    """Your LoRA forward pass, ``lora_forward(layer, x, A, B, alpha, r)``, against peft.
+
+    Verifies, on a fresh layer (48 -> 80, with bias), a batch of shape 2 x 3 x 48 and random
+    non-zero A and B, that your output equals peft's ``LoraLayer`` holding the same A and B
+    (``by_hand.peft_lora_output``) within 1e-5. A missing or inverted alpha / r, a forgotten
+    frozen layer or bias, and A and B in the wrong order get their own hint.
+    """
+    if answer is None:
+        return _not_answered(
+            "def lora_forward(layer, x, A, B, alpha, r): layer(x) plus (alpha / r) * B (A x)."
+        )
+
+    fn = _callable(answer, _LORA_SIGNATURE)
+    layer, x, A, B, alpha, r = _lora_inputs()
+    expected = peft_lora_output(layer, x, LoraFactors(A=A, B=B, alpha=alpha, r=r))
+    got = _call(
+        fn, (layer, x, A, B, alpha, r), "a 48 -> 80 layer, x of shape 2 x 3 x 48", _LORA_SHAPES
+    )
+    got = _tensor(got, expected, "lora_forward", "return layer(x) + the scaled update.")
+    if _same(got, expected, 1e-5):
+        return _ok("your LoRA forward equals peft's LoraLayer with the same A and B.")
+    base, update = layer(x).detach(), (x @ A.T) @ B.T
+    _known_slip(
+        got,
+        [
+            (base + update, "the update without its scale", "multiply B (A x) by alpha / r."),
+            (base + (r / alpha) * update, "the scale upside down (r / alpha)", "alpha / r."),
+            (base + alpha * update, "scaling by alpha alone", "the scale is alpha / r."),
+            (base, "the frozen layer alone", "add (alpha / r) * B (A x) to layer(x)."),
+            ((alpha / r) * update, "the update alone", "add the frozen layer's output layer(x)."),
+            (
+                x @ layer.weight.detach().T + (alpha / r) * update,
+                "the update plus x @ W.T without the bias",
+                "call layer(x): it adds the bias.",
+            ),
+        ],
+        1e-5,
+    )
+    _wrong(
+        f"Your output differs from peft's by up to {(got - expected).abs().max():.3g}.",
+        "layer(x) + (alpha / r) * (x @ A.T) @ B.T.",
+    )
+
+
+_NF4_SIGNATURE = "nf4_round_trip(weight, code)"
+
+
+def _nf4_weight() -> Any:
+    """Roughly normal weights with a few large ones, like a pretrained matrix: blocks differ."""
+    import torch
+
+    gen = torch.Generator().manual_seed(2104)
+    weight = torch.randn(96, 128, generator=gen) * 0.02
+    outliers = torch.rand(96, 128, generator=gen) < 0.01
+    return torch.where(outliers, weight * 6, weight)
+
+
+def _nearest(values: Any, code: Any) -> Any:
+    return (values.unsqueeze(-1) - code).abs().argmin(dim=-1)
+
+
+def _nf4_slip(weight: Any, code: Any, blocksize: int, by_column: bool = False) -> Any:
+    """NF4 with another block size, or with blocks running down the columns."""
+    source = weight.T.contiguous() if by_column else weight
+    blocks = source.reshape(-1, blocksize)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    restored = (code[_nearest(blocks / absmax, code)] * absmax).reshape(source.shape)
+    return restored.T if by_column else restored
+
+
+def check_03_nf4(answer: Callable[..., Any] | None) -> Checked:
+    """Your NF4 round trip, ``nf4_round_trip(weight, code) -> dequantized weight``, against
+    bitsandbytes.
+
+    Verifies, on a fresh 96 x 128 matrix with a few outliers, that your dequantized weights equal
+    ``bitsandbytes.functional.dequantize_4bit(quantize_4bit(weight, blocksize=64, "nf4"))``
+    within 1e-6. One absmax for the whole tensor, another block size, blocks down the columns,
+    indices returned instead of weights, and forgetting to multiply by absmax get their own hint.
+    """
+    if answer is None:
+        return _not_answered(
+            "def nf4_round_trip(weight, code): blocks of 64, / absmax, nearest level, * absmax."
+        )
+
+    import torch
+
+    fn = _callable(answer, _NF4_SIGNATURE)
+    weight, code = _nf4_weight(), nf4_code_book()
+    expected = dequantize(*quantize(weight))
+    got = _call(fn, (weight.clone(), code.clone()), "a 96 x 128 weight matrix")
+    if isinstance(got, torch.Tensor) and not got.is_floating_point():
+        _wrong(
+            "Your function returned integers: the 4-bit indices, not the weights they stand for.",
+            "dequantize: code[index] * absmax, reshaped to weight.shape.",
+        )
+    got = _tensor(got, expected, "nf4_round_trip", "reshape the result back to weight.shape.")
+    if _same(got, expected, 1e-6):
+        return _ok(f"your NF4 round trip equals bitsandbytes' on all {weight.numel()} weights.")
+    blocks = weight.reshape(-1, BLOCKSIZE)
+    absmax = blocks.abs().amax(dim=1, keepdim=True)
+    index = _nearest(blocks / absmax, code)
+    whole = weight.abs().max()
+    _known_slip(
+        got,
+        [
+            (
+                code[_nearest(weight / whole, code)] * whole,
+                "one absmax for the whole tensor",
+                "one absmax per block of 64 consecutive weights: weight.reshape(-1, 64).",
+            ),
+            (
+                code[index].reshape(weight.shape),
+                "the code-book levels without the scale",
+                "dequantize: multiply each level by its block's absmax.",
+            ),
+            (
+                _nf4_slip(weight, code, 64, by_column=True),
+                "blocks of 64 running down the columns",
+                "blocks are 64 consecutive weights of the flattened (row-major) matrix.",
+            ),
+            *[
+                (_nf4_slip(weight, code, size), f"blocks of {size}", "blocks of 64 weights.")
+                for size in (32, 128)
+            ],
+        ],
+        1e-6,
+    )
+    _wrong(
+        f"Your weights differ from bitsandbytes' by up to {(got - expected).abs().max():.3g}.",
+        "per block of 64: index = nearest level of w / absmax; restored = code[index] * absmax.",
+    )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from persrm_utils.by_hand.grpo_loss import clipped_surrogate
 from persrm_utils.judge.format import parse_verdict
 from persrm_utils.train.rewards import advantages, correctness_reward, format_reward, group_signal
 
@@ -15,9 +16,14 @@ from persrm_utils.classroom.checks import (
     GROUP_04,
     REWARDS_04,
     Checked,
+    _call,
+    _callable,
+    _known_slip,
     _not_answered,
     _number,
     _ok,
+    _same,
+    _tensor,
     _wrong,
 )
 
@@ -133,3 +139,115 @@ def check_04_stretch(answer: Sequence[str] | None) -> Checked:
 
 
 # ----------------------------------------------------------------------------------------------
+
+
+# ----------------------------------------------------------------------------------------------
+# By hand: the clipped surrogate, checked against the package on fresh tensors
+# ----------------------------------------------------------------------------------------------
+
+_SURROGATE_SIGNATURE = "surrogate(logp_new, logp_old, advantages, eps_low, eps_high)"
+_ADVANTAGE_SHAPE = (
+    "advantages holds one number per completion: advantages[:, None] spreads it over the tokens."
+)
+
+
+def _surrogate_inputs() -> tuple[Any, Any, Any, float, float]:
+    """4 completions x 6 tokens whose ratios fall below, inside and above [1 - 0.2, 1 + 0.28],
+    with advantages of both signs; eps_high differs from eps_low, as in DAPO's clip-higher."""
+    import torch
+
+    gen = torch.Generator().manual_seed(2105)
+    logp_old = -3 * torch.rand(4, 6, generator=gen)
+    ratio = 0.5 + 1.1 * torch.rand(4, 6, generator=gen)  # 0.5 .. 1.6
+    logp_new = (logp_old + ratio.log()).requires_grad_(True)
+    advantages = torch.tensor([1.0, -0.7, 0.4, -1.3])
+    return logp_new, logp_old, advantages, 0.2, 0.28
+
+
+def check_04_surrogate(answer: Callable[..., Any] | None) -> Checked:
+    """Your clipped surrogate, ``surrogate(logp_new, logp_old, advantages, eps_low, eps_high)``,
+    per token, against the package's.
+
+    Verifies, on fresh 4 x 6 log-probabilities with ratios on both sides of the clip range and
+    advantages of both signs, that your per-token loss equals ``by_hand.clipped_surrogate`` (TRL
+    1.14's formula) within 1e-5, and that its gradient with respect to ``logp_new`` does too (a
+    loss the optimiser cannot differentiate trains nothing). max instead of min, no clipping, only
+    the clipped term, a symmetric clip, the wrong sign, and a ratio without exp get their own hint.
+    """
+    if answer is None:
+        return _not_answered(
+            "def surrogate(logp_new, logp_old, advantages, eps_low, eps_high): "
+            "-min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A)."
+        )
+
+    import torch
+
+    fn = _callable(answer, _SURROGATE_SIGNATURE)
+    logp_new, logp_old, adv, low, high = _surrogate_inputs()
+    expected = clipped_surrogate(logp_new, logp_old, adv, low, high)
+    result = _call(
+        fn, (logp_new, logp_old, adv, low, high), "4 completions x 6 tokens", _ADVANTAGE_SHAPE
+    )
+    got = _tensor(result, expected, "surrogate", _ADVANTAGE_SHAPE)
+    if _same(got, expected, 1e-5):
+        if not result.requires_grad:
+            _wrong(
+                "Your loss has the right values but no gradient with respect to logp_new.",
+                "stay in torch: no .item(), .detach(), .numpy() or torch.tensor(...) on the way.",
+            )
+        (grad,) = torch.autograd.grad(result.sum(), logp_new)
+        (want,) = torch.autograd.grad(expected.sum(), logp_new)
+        if not _same(grad, want, 1e-5):
+            _wrong(
+                "Your loss has the right values but not the right gradient.",
+                "compute the ratio from logp_new with torch.exp and clip it with torch.clamp.",
+            )
+        unclipped = -(torch.exp(logp_new - logp_old) * adv[:, None])
+        clipped = int((~torch.isclose(expected, unclipped)).sum())
+        return _ok(
+            f"your surrogate equals the package's, values and gradient, on all {expected.numel()} "
+            f"tokens ({clipped} of them clipped: no gradient)."
+        )
+    with torch.no_grad():
+        ratio = torch.exp(logp_new - logp_old)
+        a = adv[:, None]
+        clip = torch.clamp(ratio, 1 - low, 1 + high)
+        _known_slip(
+            got,
+            [
+                (
+                    -torch.max(ratio * a, clip * a),
+                    "max instead of min",
+                    "-min(...): the "
+                    "pessimistic of the two terms, so a token stops gaining once it is clipped.",
+                ),
+                (-ratio * a, "the unclipped term alone", "take the min with the clipped term."),
+                (-clip * a, "the clipped term alone", "take the min of ratio * A and clip * A."),
+                (
+                    -torch.min(ratio * a, torch.clamp(ratio, 1 - low, 1 + low) * a),
+                    "clipping at 1 + eps_low on both sides",
+                    "the upper bound is 1 + eps_high.",
+                ),
+                (
+                    torch.min(ratio * a, clip * a),
+                    "the objective, not the loss",
+                    "the loss is minus the objective: the optimiser minimises it.",
+                ),
+                (
+                    -torch.min((ratio.log()) * a, torch.clamp(ratio.log(), 1 - low, 1 + high) * a),
+                    "a ratio without exp",
+                    "ratio = torch.exp(logp_new - logp_old).",
+                ),
+                (
+                    -torch.min(1 / ratio * a, torch.clamp(1 / ratio, 1 - low, 1 + high) * a),
+                    "the ratio upside down (old over new)",
+                    "ratio = torch.exp(logp_new - logp_old).",
+                ),
+            ],
+            1e-5,
+        )
+    _wrong(
+        f"Your loss differs from the package's by up to {(got - expected).abs().max():.3g}.",
+        "ratio = exp(logp_new - logp_old); -min(ratio * A, clamp(ratio, 1 - eps_low, 1 + eps_high)"
+        " * A), with A = advantages[:, None].",
+    )
