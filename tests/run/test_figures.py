@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -92,7 +93,9 @@ def test_record_and_reference_from_a_run(tmp_path: Path, runs_root: Path):
         "nbformat": 4,
         "nbformat_minor": 5,
     }
-    text = json.dumps(executed).replace("}}", f', "where": "{run.path}/environment.json"}}}}', 1)
+    temp = f"{tempfile.gettempdir()}/tmp7ibbit60/replies.csv"  # 01's example CSV, a random name
+    where = f', "where": "{run.path}/environment.json", "csv": "{temp}"}}}}'
+    text = json.dumps(executed).replace("}}", where, 1)
     (nb_dir / "00_setup.ipynb").write_text(text)
     (nb_dir / "solutions" / "00_setup_solutions.ipynb").write_text(json.dumps(executed))
     record = figures.record_from_run(run.path, {"00_setup": 0.5}, 0.7)
@@ -103,6 +106,7 @@ def test_record_and_reference_from_a_run(tmp_path: Path, runs_root: Path):
     assert len(written) == 2
     published = (tmp_path / "docs" / "reference" / "smoke" / "00_setup.ipynb").read_text()
     assert str(run.path) not in published and "runs/ref-1/environment.json" in published
+    assert "tmp7ibbit60" not in published and "<temporary folder>/replies.csv" in published
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -680,9 +681,11 @@ def sync(root: Path | None = None, check: bool = False) -> list[str]:
 def _scrub(text: str, run_path: Path, root: Path) -> str:
     """Replace this machine's paths by neutral ones (the run folder becomes ``runs/<name>``).
 
-    The C50 folder is replaced too: the set-up check of notebook 00 prints where it found it.
+    The C50 folder is replaced too: the set-up check of notebook 00 prints where it found it, and
+    so are temporary folders (``tempfile``'s, random on every run: 01 reads an example CSV there).
     """
 
+    text = re.sub(re.escape(tempfile.gettempdir()) + r"/tmp[\w-]+", "<temporary folder>", text)
     c50 = find_c50()
     pairs = [
         (str(run_path.resolve()), f"runs/{run_path.name}"),
