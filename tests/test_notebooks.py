@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import nbformat
 import pytest
@@ -187,3 +188,19 @@ def test_a_notebook_run_before_its_inputs_names_the_notebook_to_run_first(runs_r
     assert "MissingInputsError" in msg
     assert "02_synthetic_pairs needs the outputs of 01_exemplars" in msg
     assert "Run notebooks/01_exemplars.ipynb first" in msg
+
+
+def test_run_force_trains_again_instead_of_resuming_the_finished_checkpoint(smoke_run):
+    """`persrm run --force` reran notebook 03, whose trainer resumed the finished run's last
+    checkpoint (same settings) and stopped at once: "--force" retrained nothing. Its kernels now
+    get PERSRM_TRAIN_AGAIN, and the trainer starts fresh, as `persrm sft --force` does."""
+    runs_root, _ = smoke_run
+    run_path = runs_root / "t"
+    before = json.loads((run_path / "sft" / "train_log.json").read_text())
+    forced = run_series("smoke", run_name="t", only=["03"], force=True, progress=False,
+                        echo=lambda s: None)  # fmt: skip
+    assert forced[0].status == "done"
+    log = json.loads((run_path / "sft" / "train_log.json").read_text())
+    assert log["resumed_from"] is None
+    assert [s for s, _ in log["losses"]] == [s for s, _ in before["losses"]]
+    assert "PERSRM_TRAIN_AGAIN" not in os.environ  # the kernel's, not this process's

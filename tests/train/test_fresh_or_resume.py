@@ -21,6 +21,7 @@ from persrm_utils.cli import main
 from persrm_utils.errors import TrainingError
 from persrm_utils.profiles import get_profile
 from persrm_utils.run.folders import RunFolder, sha256_of
+from persrm_utils.run.runner import TRAIN_AGAIN_ENV
 from persrm_utils.train.grpo import grpo_rows, load_policy, train_grpo
 from persrm_utils.train.rewards import completion_text
 from persrm_utils.train.sft import train_sft
@@ -120,6 +121,22 @@ def test_force_with_the_same_settings_trains_again(run_copy):
     assert summary["sft"]["resumed_from"] is None
     assert [s for s, _ in summary["sft"]["losses"]] == [1, 2]
     assert RunFolder.open(run_copy).manifest.stages[SFT].runs == 2
+
+
+def test_train_again_in_the_environment_starts_fresh_even_with_the_same_settings(
+    tmp_path, monkeypatch, capsys
+):
+    """The kernels of `persrm run --force` carry TRAIN_AGAIN_ENV: a finished run with the same
+    settings would otherwise be resumed from its last checkpoint and train nothing."""
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    profile, out = get_profile("smoke", sft_max_steps=2), tmp_path / "sft"
+    train_sft(profile, _rows(), out)
+    assert train_sft(profile, _rows(), out).resumed_from is not None  # without it: resumed
+    capsys.readouterr()
+    monkeypatch.setenv(TRAIN_AGAIN_ENV, "1")
+    result = train_sft(profile, _rows(), out)
+    assert result.resumed_from is None and [s for s, _ in result.losses] == [1, 2]
+    assert "`persrm run --force` asked to train again" in capsys.readouterr().out
 
 
 def test_a_changed_setting_does_not_resume_an_interrupted_run(tmp_path, monkeypatch, capsys):

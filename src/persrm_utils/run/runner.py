@@ -161,7 +161,7 @@ def _run_stages(
         echo(f"[{i}/{len(stages)}] {stage.name}: {stage.title}")
         start = time.perf_counter()
         try:
-            _execute(stage.notebook, output, params, kernel_name, stage.name, progress)
+            _execute(stage.notebook, output, params, kernel_name, stage.name, progress, force)
         except PapermillExecutionError as err:
             seconds = time.perf_counter() - start
             detail = _cell_error(err)
@@ -217,11 +217,21 @@ HEADLESS_ENV: dict[str, str] = {
 }
 
 
+#: Set in the kernels of ``persrm run --force``. Without it, a rerun notebook 03 or 04 would
+#: resume the finished run's last checkpoint (same settings) and end at once, so "--force" would
+#: retrain nothing; with it, their trainers start fresh, as ``persrm sft/grpo --force`` do
+#: (``train.trainer.resume_decision`` reads it). A notebook rerun by hand still resumes.
+TRAIN_AGAIN_ENV = "PERSRM_TRAIN_AGAIN"
+
+
 @contextmanager
-def headless_env() -> Iterator[None]:
-    """Set :data:`HEADLESS_ENV` while a kernel starts (it inherits it); restore it after."""
-    old = {k: os.environ.get(k) for k in HEADLESS_ENV}
-    os.environ.update(HEADLESS_ENV)
+def headless_env(train_again: bool = False) -> Iterator[None]:
+    """Set :data:`HEADLESS_ENV` (and :data:`TRAIN_AGAIN_ENV` when ``train_again``) while a kernel
+    starts (it inherits them); restore them after."""
+    env = dict(HEADLESS_ENV, **({TRAIN_AGAIN_ENV: "1"} if train_again else {}))
+    old = {k: os.environ.get(k) for k in [*env, TRAIN_AGAIN_ENV]}
+    os.environ.pop(TRAIN_AGAIN_ENV, None)  # an outer process's value never leaks into a kernel
+    os.environ.update(env)
     try:
         yield
     finally:
@@ -239,11 +249,13 @@ def _execute(
     kernel_name: str,
     desc: str,
     progress: bool,
+    train_again: bool = False,
 ) -> None:
-    """Execute one committed notebook with papermill, from the notebooks folder, into ``output``."""
+    """Execute one committed notebook with papermill, from the notebooks folder, into ``output``;
+    ``train_again``: its trainers start fresh (see :data:`TRAIN_AGAIN_ENV`)."""
     import papermill as pm
 
-    with headless_env():
+    with headless_env(train_again):
         pm.execute_notebook(
             str(notebooks_dir() / notebook),
             str(output),

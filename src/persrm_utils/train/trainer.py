@@ -28,6 +28,7 @@ from typing import Any
 from persrm_utils.errors import TrainingError
 from persrm_utils.hardware import choose_dtype_name
 from persrm_utils.profiles import Profile
+from persrm_utils.run.runner import TRAIN_AGAIN_ENV
 from persrm_utils.train.log_lines import use_log_lines
 
 #: The adapter folder inside a stage's output folder.
@@ -251,6 +252,8 @@ def resume_decision(
     name = Path(checkpoint).name
     if not resume:
         return None, f"{name} is not resumed (asked to train again)"
+    if os.environ.get(TRAIN_AGAIN_ENV) == "1":
+        return None, f"{name} is not resumed (`persrm run --force` asked to train again)"
     earlier = read_training_record(output_dir / TRAINING_RECORD)
     if earlier is None:
         return None, f"no {TRAINING_RECORD} says which settings trained {name}"
