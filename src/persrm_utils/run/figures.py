@@ -571,6 +571,414 @@ def install_block(install: dict[str, Any] | None, records: dict[str, dict[str, A
 
 
 # ----------------------------------------------------------------------------------------------
+# A run's results record, built from its files (not typed by hand)
+# ----------------------------------------------------------------------------------------------
+
+#: Fewer pairs than this: no interval (as on the run's own page: one would mislead).
+MIN_PAIRS_FOR_CI = 10
+#: The judges whose accuracy per negative type the record keeps (those the notebooks show).
+BY_TYPE_JUDGES = ("SFT", "SFT + GRPO", "Bradley-Terry RM", "stylometric (char n-grams)")
+#: Besides the final judge, the models whose personalization the found block shows.
+PERSONALIZATION_BASELINES = ("stylometric (char n-grams)", "Bradley-Terry RM")
+SPLITS = ("train", "val", "test", "seen_test")
+
+
+class _RunFiles:
+    """Reads one run's files for its results record and remembers which it read.
+
+    A file a finished stage should have written that is missing or malformed is a DataError
+    naming the file and the stage to run again.
+    """
+
+    def __init__(self, run: RunFolder) -> None:
+        self.run = run
+        self.read: list[str] = []
+
+    def fix(self, stage: str) -> str:
+        m = self.run.manifest
+        return (
+            f"the file is written by stage {stage}: run it again (`persrm run --profile "
+            f"{m.profile} --run {m.run} --only {stage} --force`), then build the record again "
+            f"(`python scripts/sync_figures.py --results runs/{m.run}`)"
+        )
+
+    def path(self, rel: str, stage: str) -> Path:
+        path = self.run.path / rel
+        if not path.is_file():
+            raise DataError(
+                f"missing: the manifest records stage {stage} as done, but the run has no {rel}",
+                self.fix(stage),
+                path=str(path),
+            )
+        if rel not in self.read:
+            self.read.append(rel)
+        return path
+
+    def bad(self, rel: str, stage: str, problem: str, **where: Any) -> DataError:
+        return DataError(problem, self.fix(stage), path=str(self.run.path / rel), **where)
+
+    def text(self, rel: str, stage: str) -> str:
+        try:
+            return self.path(rel, stage).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise self.bad(rel, stage, f"cannot be read ({err})") from err
+
+    def json(self, rel: str, stage: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        try:
+            data = json.loads(self.text(rel, stage))
+        except json.JSONDecodeError as err:
+            raise self.bad(rel, stage, f"is not valid JSON ({err})") from err
+        if not isinstance(data, dict):
+            raise self.bad(rel, stage, f"holds a JSON {type(data).__name__}, not an object")
+        for key in keys:
+            if key not in data:
+                raise self.bad(rel, stage, "is missing", field=key)
+        return data
+
+    def jsonl(self, rel: str, stage: str, keys: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        rows = []
+        for number, line in enumerate(self.text(rel, stage).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise self.bad(rel, stage, f"is not valid JSON ({err})", line=number) from err
+            if not isinstance(row, dict):
+                raise self.bad(rel, stage, "is not a JSON object", line=number)
+            for key in keys:
+                if key not in row:
+                    raise self.bad(rel, stage, "is missing", line=number, field=key)
+            rows.append(row)
+        return rows
+
+    def csv(self, rel: str, stage: str, numbers: tuple[str, ...]) -> list[dict[str, Any]]:
+        """The rows of a CSV with a header; ``numbers`` must be columns of floats (empty: None)."""
+        import csv
+        import io
+
+        reader = csv.DictReader(io.StringIO(self.text(rel, stage)))
+        columns = reader.fieldnames or []
+        for column in numbers:
+            if column not in columns:
+                header = ",".join(columns) or "no header"
+                raise self.bad(rel, stage, f"has no column '{column}' (header: {header})")
+        rows = []
+        for number, row in enumerate(reader, start=2):
+            out: dict[str, Any] = dict(row)
+            for column in numbers:
+                cell = (row.get(column) or "").strip()
+                try:
+                    out[column] = float(cell) if cell else None
+                except ValueError as err:
+                    raise self.bad(
+                        rel, stage, f"'{cell}' is not a number", line=number, field=column
+                    ) from err
+            rows.append(out)
+        return rows
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _ci(row: dict[str, Any]) -> list[float | None] | None:
+    """``[ci_low, ci_high]``, or None under :data:`MIN_PAIRS_FOR_CI` pairs (as the run's page)."""
+    if (row.get("n_pairs") or 0) < MIN_PAIRS_FOR_CI:
+        return None
+    return [_r(row["ci_low"]), _r(row["ci_high"])]
+
+
+def _accuracy_entry(row: dict[str, Any]) -> dict[str, Any]:
+    return {"accuracy": _r(row["accuracy"]), "ci": _ci(row)}
+
+
+_ACCURACY_COLUMNS = ("n_pairs", "accuracy", "ci_low", "ci_high")
+
+
+def _data_section(files: _RunFiles, pairs_done: bool) -> dict[str, Any]:
+    import collections
+
+    stage = "01_exemplars"
+    rows = files.jsonl("exemplars.jsonl", stage, keys=("author_id", "meta"))
+    authors: dict[str, set[str]] = {s: set() for s in ("train", "val", "test")}
+    for number, row in enumerate(rows, start=1):
+        split = row["meta"].get("split") if isinstance(row["meta"], dict) else None
+        if split not in SPLITS:
+            raise files.bad("exemplars.jsonl", stage, f"has meta.split = {split!r}", line=number)
+        if split in authors:
+            authors[split].add(row["author_id"])
+    per_author = collections.Counter(row["author_id"] for row in rows)
+    data: dict[str, Any] = {
+        "texts": len(rows),
+        "authors": {split: len(names) for split, names in authors.items()},
+        # the count most authors have (a learner's own few texts do not set it)
+        "texts_per_author": collections.Counter(per_author.values()).most_common(1)[0][0]
+        if rows
+        else 0,
+    }
+    if pairs_done:
+        data["pairs"] = {
+            s: len(files.jsonl(f"pairs/{s}.jsonl", "02_synthetic_pairs")) for s in SPLITS
+        }
+    return data
+
+
+def _sft_section(files: _RunFiles, config: dict[str, Any]) -> dict[str, Any]:
+    stage = "03_sft_qlora"
+    log = files.json("sft/train_log.json", stage, keys=("steps", "seconds", "losses"))
+    losses = log["losses"]
+    if not (isinstance(losses, list) and losses and all(len(x) == 2 for x in losses)):
+        raise files.bad(
+            "sft/train_log.json", stage, "is not a non-empty list of [step, loss]", field="losses"
+        )
+    traces = files.jsonl("sft/traces.jsonl", stage, keys=("pair_id",))
+    before_after = files.json("sft/eval_before_after.json", stage, keys=("before", "after"))
+    before, after = before_after["before"], before_after["after"]
+    return {
+        # a run whose profile predates the field trained on every type, as None says
+        "negative_types": config.get("sft_negative_types"),
+        "pairs": len({t["pair_id"] for t in traces}),
+        "traces": len(traces),
+        "steps": int(log["steps"]),
+        "seconds": round(float(log["seconds"])),
+        "loss_first": _r(losses[0][1]),
+        "loss_last": _r(losses[-1][1]),
+        "val_pairs": int(after["n"]) // 2,  # judgements: each pair in both orders
+        "val_accuracy_before": _r(before["accuracy"]),
+        "val_accuracy_after": _r(after["accuracy"]),
+    }
+
+
+def _grpo_section(files: _RunFiles, config: dict[str, Any]) -> dict[str, Any]:
+    stage = "04_grpo_unsloth"
+    pre = files.json("grpo/preflight.json", stage, keys=("checked", "kept"))
+    log = files.json("grpo/train_log.json", stage, keys=("steps", "seconds", "history"))
+    val = files.json(
+        "grpo/val_reward.json", stage, keys=("pairs", "before (SFT)", "after (SFT + GRPO)")
+    )
+    if "grpo_num_generations" not in config:
+        raise DataError(
+            f"the manifest's config of stage {stage} has no grpo_num_generations",
+            files.fix(stage),
+            path=str(files.run.path / "manifest.json"),
+        )
+    return {
+        "preflight_checked": int(pre["checked"]),
+        "preflight_kept": int(pre["kept"]),
+        "group": int(config["grpo_num_generations"]),
+        "steps": int(log["steps"]),
+        "seconds": round(float(log["seconds"])),
+        "reward_per_step": [_r(h["reward"], 2) for h in log["history"] if "reward" in h],
+        "val_pairs": int(val["pairs"]),
+        "val_reward_before": _r(val["before (SFT)"]),
+        "val_reward_after": _r(val["after (SFT + GRPO)"]),
+    }
+
+
+def _judge_order(name: str) -> int:
+    return JUDGES.index(name) if name in JUDGES else len(JUDGES)
+
+
+def _eval_section(files: _RunFiles) -> dict[str, Any]:
+    stage = "05_evaluation"
+    overall = files.csv(
+        "eval/overall.csv", stage, (*_ACCURACY_COLUMNS, "swap_consistency", "position_bias")
+    )
+    by_type = files.csv("eval/by_negative_type.csv", stage, _ACCURACY_COLUMNS)
+    by_k = files.csv("eval/by_k.csv", stage, (*_ACCURACY_COLUMNS, "k"))
+    by_seen = files.csv("eval/by_seen.csv", stage, _ACCURACY_COLUMNS)
+    for name, rows, column in (
+        ("eval/overall.csv", overall, "model"),
+        ("eval/by_negative_type.csv", by_type, "negative_type"),
+        ("eval/by_seen.csv", by_seen, "seen"),
+    ):
+        if rows and (column not in rows[0] or "model" not in rows[0]):
+            raise files.bad(name, stage, f"has no column '{column}' or 'model'")
+    if not overall:
+        raise files.bad("eval/overall.csv", stage, "has no rows")
+    models = sorted(
+        (r for r in overall if ", k=" not in r["model"]), key=lambda r: _judge_order(r["model"])
+    )
+    ev: dict[str, Any] = {
+        "unseen_pairs": int(max(r["n_pairs"] or 0 for r in overall)),
+        "seen_pairs": int(
+            max((r["n_pairs"] or 0 for r in by_seen if r["seen"] == "seen"), default=0)
+        ),
+        "overall": {
+            r["model"]: {
+                **_accuracy_entry(r),
+                "says_a": _r(r["position_bias"], 2),
+                "swap": _r(r["swap_consistency"]),
+            }
+            for r in models
+        },
+    }
+    blind = [r for r in by_k if r["k"] == 0]
+    if blind:
+        k0 = max(blind, key=lambda r: _judge_order(r["model"]))
+        ev["k0"] = {"model": k0["model"], **_accuracy_entry(k0)}
+    types: dict[str, dict[str, Any]] = {}
+    order = {t: i for i, t in enumerate(TYPES)}
+    for judge in BY_TYPE_JUDGES:
+        rows = [r for r in by_type if r["model"] == judge]
+        rows.sort(key=lambda r: order.get(r["negative_type"], len(TYPES)))
+        if rows:
+            types[judge] = {
+                r["negative_type"]: {"n": int(r["n_pairs"] or 0), **_accuracy_entry(r)}
+                for r in rows
+            }
+    ev["by_type"] = types
+    return ev
+
+
+def _interval_entry(part: dict[str, Any] | None, value: str) -> dict[str, Any] | None:
+    if part is None:
+        return None
+    return {
+        value: _r(part[value]),
+        "ci": [_r(part.get("ci_low")), _r(part.get("ci_high"))],
+        "n": int(part["n_pairs"]),
+    }
+
+
+def _personalization_section(files: _RunFiles) -> dict[str, Any]:
+    rel, stage = "eval/personalization.json", "05_evaluation"
+    data = files.json(rel, stage, keys=("models",))
+    models: dict[str, Any] = {}
+    for name, row in (data["models"] or {}).items():
+        try:
+            effect = _interval_entry(row.get("exemplar_effect"), "effect")
+            swap = _interval_entry(row.get("user_swap"), "accuracy")
+            if swap is not None:
+                swap["both_right"] = _r(row["user_swap"].get("both_right"))
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise files.bad(rel, stage, f"model '{name}' is malformed ({err!r})") from err
+        models[name] = {"exemplar_effect": effect, "user_swap": swap}
+    return {
+        "final": data.get("final"),
+        "user_swap_items": data.get("user_swap_items"),
+        "unseen_pairs": data.get("unseen_pairs"),
+        "models": models,
+    }
+
+
+def _bon_section(files: _RunFiles) -> dict[str, Any] | None:
+    """Notebook 06's figures; None when 05 refused its final judge (06 reports nothing then)."""
+    stage = "06_personalized_generation"
+    info = files.json("bon/info.json", stage, keys=("tasks", "drafts"))
+    if info.get("refused"):
+        return None
+    summary = files.csv("bon/summary.csv", stage, ("real preferred", "rp_low", "rp_high"))
+    if summary and "method" not in summary[0]:
+        raise files.bad("bon/summary.csv", stage, "has no column 'method'")
+    picks = {r["method"]: r for r in summary if r["real preferred"] is not None}
+    judge = picks.get("PersRM")
+    return {
+        "tasks": int(info["tasks"]),
+        "drafts": int(info["drafts"]),
+        "real_preferred": {m: _r(r["real preferred"]) for m, r in picks.items()},
+        # one interval in the record: the PersRM pick's (the judge the notebook is about)
+        "real_preferred_ci": [_r(judge["rp_low"]), _r(judge["rp_high"])] if judge else None,
+        "policy_steps": int(info.get("policy_steps") or 0),
+        "policy_wins": round(float(info.get("after_wins") or 0)),
+        "policy_decided": round(float(info.get("decided") or 0)),
+    }
+
+
+def _source(run: str, read: list[str]) -> str:
+    shown: list[str] = []
+    for rel in read:
+        name = "pairs/" if rel.startswith("pairs/") else rel
+        if name not in shown:
+            shown.append(name)
+    return (
+        f"runs/{run}: " + ", ".join(shown) + f"; the same figures as the run's generated page "
+        f"(run-{run}.md)"
+    )
+
+
+def results_from_run(run_path: Path, reading: dict[str, str] | None = None) -> dict[str, Any]:
+    """The results record of a finished run (``docs/results/<profile>/results.json``), from its
+    files.
+
+    Counts are counted (authors per split in ``exemplars.jsonl``, pairs per split, SFT traces),
+    accuracies read from ``eval/*.csv`` and rounded as the run's page shows them, and a stage the
+    run has not finished leaves its section out rather than inventing one. ``reading`` is what a
+    person wrote about the figures, by notebook (stage name); none by default.
+    """
+    run = RunFolder.open(run_path)
+    m = run.manifest
+    files = _RunFiles(run)
+    files.read.append("manifest.json")
+    done = {name: rec for name, rec in m.stages.items() if rec.status == "done"}
+    record: dict[str, Any] = {
+        "profile": m.profile,
+        "run": m.run,
+        "measured_on": m.created_at[:10],
+        "source": "",
+    }
+    if "01_exemplars" in done:
+        record["data"] = _data_section(files, "02_synthetic_pairs" in done)
+    if "03_sft_qlora" in done:
+        record["sft"] = _sft_section(files, done["03_sft_qlora"].config)
+    if "04_grpo_unsloth" in done:
+        record["grpo"] = _grpo_section(files, done["04_grpo_unsloth"].config)
+    if "05_evaluation" in done:
+        record["eval"] = _eval_section(files)
+        # runs before the personalization measurement have no such file: no section
+        if (run.path / "eval" / "personalization.json").is_file():
+            record["personalization"] = _personalization_section(files)
+    if "06_personalized_generation" in done:
+        bon = _bon_section(files)
+        if bon is not None:
+            record["bon"] = bon
+    record["source"] = _source(m.run, files.read)
+    record["reading"] = dict(reading or {})
+    return record
+
+
+def run_page_name(record: dict[str, Any]) -> str:
+    """The file name of a run's generated page copied beside its record."""
+    return f"run-{record['run']}.md"
+
+
+def write_results_from_run(
+    run_path: Path, root: Path | None = None, keep_reading: bool = False
+) -> tuple[Path, Path, dict[str, Any] | None]:
+    """Write a run's ``results.json`` and copy its ``RESULTS.md`` to ``run-<name>.md``.
+
+    An older ``run-*.md`` of the profile is removed. With ``keep_reading`` the "reading"
+    paragraphs of the record it replaces are carried over; returns (record file, page copy, the
+    replaced record when its reading was kept, else None).
+    """
+    record = results_from_run(run_path)
+    page = Path(run_path) / "RESULTS.md"
+    if not page.is_file():
+        raise DataError(
+            "missing: the run has no generated results page",
+            "notebook 05 writes it (persrm_utils.evaluate.results_page.write_results_page): "
+            f"run stage 05 again, or write it with that function into {page}",
+            path=str(page),
+        )
+    dest_dir = results_dir(root) / record["profile"]
+    dest = dest_dir / RESULTS
+    old = json.loads(dest.read_text(encoding="utf-8")) if dest.is_file() else None
+    kept = None
+    if keep_reading and old and old.get("reading"):
+        record["reading"] = dict(old["reading"])
+        kept = old
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    copy = dest_dir / run_page_name(record)
+    for stale in dest_dir.glob("run-*.md"):
+        if stale != copy:
+            stale.unlink()
+    shutil.copyfile(page, copy)
+    dest.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return dest, copy, kept
+
+
+# ----------------------------------------------------------------------------------------------
 # Rewriting the blocks
 # ----------------------------------------------------------------------------------------------
 
