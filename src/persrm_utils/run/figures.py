@@ -446,6 +446,46 @@ def _overall(result: dict[str, Any], judge: str) -> dict[str, Any] | None:
     return _get(result, "eval", "overall", judge)
 
 
+def _interval(entry: dict[str, Any], value: str, unit: str, signed: bool = False) -> str:
+    """``0.120 [0.040, 0.200], n=100 pairs``; no interval under 10 (as the run's page)."""
+    v = f"{entry[value]:+.3f}" if signed else f"{entry[value]:.3f}"
+    n = entry["n"]
+    if entry.get("ci") is None or n < MIN_PAIRS_FOR_CI:
+        return f"{v} (n={n} {unit}, too few for an interval)"
+    low, high = entry["ci"]
+    return f"{v} [{low:.3f}, {high:.3f}], n={n} {unit}"
+
+
+def _personalization_lines(p: dict[str, Any]) -> list[str]:
+    """Does the judge read the person? The final judge's user-swap accuracy and exemplar effect
+    first, then the char n-gram baseline's and the Bradley-Terry RM's when measured."""
+    models, final = p.get("models") or {}, p.get("final")
+    out = []
+    for name in dict.fromkeys((final, *PERSONALIZATION_BASELINES)):
+        row = models.get(name) if name else None
+        if not row:
+            continue
+        is_final = name == final
+        who = f"of the final judge, {name}" if is_final else f"of {name}"
+        swap, effect = row.get("user_swap"), row.get("exemplar_effect")
+        if swap:
+            why = (
+                "; 0.5 for a judge that ignores the exemplars (two unseen authors' real texts, "
+                "each judged with both authors' exemplars)"
+            )
+            out.append(
+                f"- User-swap accuracy {who}: {_interval(swap, 'accuracy', 'items')}"
+                f"{why if is_final else ''}."
+            )
+        if effect:
+            why = "; accuracy with the exemplars minus with none, on the same unseen-author pairs"
+            out.append(
+                f"- Exemplar effect {who}: {_interval(effect, 'effect', 'pairs', True)}"
+                f"{why if is_final else ''}."
+            )
+    return out
+
+
 def _found_lines(stage: str, r: dict[str, Any]) -> list[str]:
     """The measured figures one notebook's closing cell shows for one profile's run."""
     sft, grpo, ev, bon = r.get("sft"), r.get("grpo"), r.get("eval"), r.get("bon")
@@ -487,13 +527,16 @@ def _found_lines(stage: str, r: dict[str, Any]) -> list[str]:
             )
             out += ["", by_type_table(r, ("SFT", "SFT + GRPO"))]
     elif stage == "05_evaluation" and ev:
+        if r.get("personalization"):
+            out += [*_personalization_lines(r["personalization"]), ""]
         out.append(f"On {unseen}, each in both orders:")
         out += ["", "| judge | accuracy [95% CI] | says A | swap consistency |"]
         out.append("| --- | --- | --- | --- |")
         for judge in JUDGES:
             o = _overall(r, judge)
             if o:
-                out.append(f"| {judge} | {_acc(o)} | {o['says_a']:.2f} | {o['swap']:.2f} |")
+                says_a = "–" if o.get("says_a") is None else f"{o['says_a']:.2f}"
+                out.append(f"| {judge} | {_acc(o)} | {says_a} | {o['swap']:.2f} |")
         out.append("")
         k0, full = ev.get("k0"), _overall(r, ev.get("k0", {}).get("model", ""))
         if k0 and full:
@@ -517,10 +560,12 @@ def _found_lines(stage: str, r: dict[str, Any]) -> list[str]:
             f"where the Bradley-Terry RM preferred the author's real text over the pick: {picks} "
             f"(interval [{low:.2f}, {high:.2f}])."
         )
-        out.append(
-            f"- Policy GRPO with the PersRM as reward, {bon['policy_steps']} steps: the trained "
-            f"policy won {bon['policy_wins']} of {bon['policy_decided']} decided comparisons."
-        )
+        if bon.get("policy_steps"):
+            out.append(
+                f"- Policy GRPO with the PersRM as reward, {bon['policy_steps']} steps: the "
+                f"trained policy won {bon['policy_wins']} of {bon['policy_decided']} decided "
+                "comparisons."
+            )
     return out
 
 
