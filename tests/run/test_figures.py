@@ -148,10 +148,12 @@ def _page_accuracy(page: str, model: str, column: int) -> str:
 
 
 def test_the_results_record_agrees_with_the_runs_generated_page():
-    """results.json was read off run cpu-b; the page the run wrote itself is the check."""
+    """results.json came from a run; the page that run wrote itself (copied beside it) is the
+    check."""
     root = project_root()
     result = figures.load_results(root)["cpu"]
-    page = (root / "docs" / "results" / "cpu" / "run-cpu-b.md").read_text()
+    page = (root / "docs" / "results" / "cpu" / figures.run_page_name(result)).read_text()
+    assert figures.run_page_name(result) == f"run-{result['run']}.md"
     overall_part, type_part = page.split("## By negative type")
     for judge, entry in result["eval"]["overall"].items():
         assert _page_accuracy(overall_part, judge, 1) == figures._acc(entry), judge
@@ -162,7 +164,9 @@ def test_the_results_record_agrees_with_the_runs_generated_page():
         for t, entry in types.items():
             cell = _page_accuracy(type_table, judge, columns.index(t) + 1)
             assert cell.startswith(f"{entry['accuracy']:.3f}") and f"n={entry['n']}" in cell
-    assert "38 steps on 198 traces" in page and "10 of 48 training prompts" in page
+    sft, grpo = result["sft"], result["grpo"]
+    assert f"{sft['steps']} steps on {sft['traces']} traces" in page
+    assert f"{grpo['preflight_kept']} of {grpo['preflight_checked']} training prompts" in page
 
 
 def test_found_blocks_say_not_yet_measured_without_a_record():
