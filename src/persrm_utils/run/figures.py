@@ -17,6 +17,9 @@ Bradley-Terry comparison, best-of-N) fills the profile table at the top of noteb
 "what the measured run found" cell near the end of 03-06; ``docs/results/install.json`` fills
 the README's install table. Each kind of block has its own markers (``<!-- <kind>:begin ...``).
 
+``python scripts/sync_figures.py --results runs/<name>`` builds ``results.json`` from a finished
+run's files (:func:`results_from_run`; the "reading" paragraphs, written by a person, are kept
+with ``--keep-reading``) and copies the run's own ``RESULTS.md`` beside it as ``run-<name>.md``.
 ``python scripts/sync_figures.py --record runs/<name>`` writes the record of a finished run, and
 ``--reference runs/<name>`` publishes its executed notebooks under ``docs/reference/<profile>/``
 (machine paths scrubbed), the worked outputs each notebook header links to.
