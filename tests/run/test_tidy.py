@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,14 @@ def test_a_check_result_shows_nothing_under_its_cell(capsys):
     formatter = InteractiveShell.instance().display_formatter
     assert formatter.format(result) == ({}, {})
     assert formatter.format(False)[0] == {"text/plain": "False"}  # what it showed before
+
+
+def test_peft_imported_after_the_by_hand_package_says_nothing_known():
+    """The cpu run's 03 solutions printed bitsandbytes' "Failed to load CPU gemm_4bit_forward"
+    under the LoRA exercise: its check imports peft (and bitsandbytes) before any model loads,
+    so no quieting call had run yet. Importing the by-hand package now silences it."""
+    code = "import persrm_utils.by_hand, peft, bitsandbytes"
+    said = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stderr
+    assert "gemm_4bit_forward" not in said

@@ -2,6 +2,9 @@
 03-04).
 
 The names below are what the notebooks use; everything else is in the modules of this package.
+These modules import peft and bitsandbytes inside their functions, often in a solutions notebook
+that loads no model first: the known import-time noise (bitsandbytes' note that a CPU kernel
+package is absent) is silenced here, once, at its logger.
 """
 
 from persrm_utils.by_hand.grpo_loss import (
@@ -31,6 +34,7 @@ from persrm_utils.by_hand.nf4 import (
     quantize,
 )
 from persrm_utils.by_hand.projections import lesson_projection, real_projection
+from persrm_utils.setup.import_order import quiet_known_noise
 
 __all__ = [
     "ARCHS",
@@ -59,3 +63,5 @@ __all__ = [
     "tiny_projection",
     "token_weights",
 ]
+
+quiet_known_noise()
