@@ -94,7 +94,12 @@ def test_record_and_reference_from_a_run(tmp_path: Path, runs_root: Path):
         "nbformat_minor": 5,
     }
     temp = f"{tempfile.gettempdir()}/tmp7ibbit60/replies.csv"  # 01's example CSV, a random name
-    where = f', "where": "{run.path}/environment.json", "csv": "{temp}"}}}}'
+    elsewhere = "/home/someone/clone/runs/ref-1/manifest.json"  # made in a clone, copied here
+    source = "/home/someone/clone/notebooks/00_setup.ipynb"  # papermill's input_path there
+    where = (
+        f', "where": "{run.path}/environment.json", "csv": "{temp}", "m": "{elsewhere}", '
+        f'"input_path": "{source}", "url": "https://host.org/a/runs/ref-1/notebooks/x.ipynb"}}}}'
+    )
     text = json.dumps(executed).replace("}}", where, 1)
     (nb_dir / "00_setup.ipynb").write_text(text)
     (nb_dir / "solutions" / "00_setup_solutions.ipynb").write_text(json.dumps(executed))
@@ -107,6 +112,9 @@ def test_record_and_reference_from_a_run(tmp_path: Path, runs_root: Path):
     published = (tmp_path / "docs" / "reference" / "smoke" / "00_setup.ipynb").read_text()
     assert str(run.path) not in published and "runs/ref-1/environment.json" in published
     assert "tmp7ibbit60" not in published and "<temporary folder>/replies.csv" in published
+    assert "/home/someone" not in published and '"m": "runs/ref-1/manifest.json"' in published
+    assert '"input_path": "notebooks/00_setup.ipynb"' in published
+    assert '"url": "https://host.org/a/runs/ref-1/notebooks/x.ipynb"' in published  # links kept
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,7 +143,10 @@ def test_header_counts_are_the_cpu_runs():
     }
     for notebook, text in expected.items():
         assert text in _cell_sources(root, notebook), notebook
-    assert (a["val"], a["test"]) == (2, 12)  # the cpu profile's split of C50's 50 authors
+    assert (a["val"], a["test"]) == (2, 13)  # the cpu profile's 12 unseen authors + "me"
+    assert "(12 from the corpus, plus your own texts from section 3)" in _cell_sources(
+        root, "01_exemplars.ipynb"
+    )
     for stale in ("276 planned, 211 kept", "28 (1.5 epochs of 148 traces)", "unseen (111)"):
         assert not any(stale in _cell_sources(root, s.notebook) for s in figures.STAGES)
 

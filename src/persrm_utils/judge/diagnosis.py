@@ -176,10 +176,12 @@ def personalization_message(
         return (
             f"{NOT_THE_PERSON}: taking the exemplars away does not measurably change its "
             "accuracy, so what it learned is in the two texts (e.g. spotting machine-made "
-            "text), not in the user's writing. Train on pairs only the exemplars can decide: "
-            "user-swap items (the same two real texts, each author's exemplars, no opening) "
-            "mixed into SFT, then cross-author pairs; show more or longer exemplars if the "
-            f"budget allows (RESULTS.md lists the recipes measured). {numbers}"
+            "text), not in the user's writing. What should teach it: pairs only the exemplars "
+            "can decide, such as user-swap items (the same two real texts, each author's "
+            "exemplars, no opening; `sft_user_swap_items`), and more or longer exemplars. Mixed "
+            "into SFT on SmolLM2-135M they did not leave chance (RESULTS.md lists the recipes "
+            "measured), so try them on a larger model, as a second SFT phase, or at a lower "
+            f"learning rate. {numbers}"
         )
     if effect["ci_low"] > 0.0:
         return f"READS THE PERSON: the exemplars measurably help. {numbers}"

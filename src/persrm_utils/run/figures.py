@@ -380,7 +380,11 @@ def _measured(stage: str, result: dict[str, Any] | None) -> str:
         texts = _get(result, "data", "texts")
         if not a or texts is None:
             return NOT_MEASURED
-        return f"{texts} texts: {a['train']} train, {a['val']} val, {a['test']} test authors{run}"
+        line = f"{texts} texts: {a['train']} train, {a['val']} val, {a['test']} test authors"
+        corpus_test = get_profile(result["profile"]).n_test_authors
+        if a["test"] > corpus_test:  # 01 adds the learner's own texts as one more test author
+            line += f" ({corpus_test} from the corpus, plus your own texts from section 3)"
+        return line + run
     if stage == "02_synthetic_pairs":
         pairs = _get(result, "data", "pairs") or {}
         names = (("train", "train"), ("val", "val"), ("test", "unseen test"), ("seen_test", "seen"))
@@ -1142,6 +1146,14 @@ def _scrub(text: str, run_path: Path, root: Path) -> str:
     """
 
     text = re.sub(re.escape(tempfile.gettempdir()) + r"/tmp[\w-]+", "<temporary folder>", text)
+    # The run may have been made elsewhere (a fresh clone) and copied here: its old absolute
+    # paths end in the same runs/<name>, or in notebooks/<file> (papermill's input_path).
+    text = re.sub(r"(?<![\w:/.])(?:/[\w.+-]+)+/(notebooks/[\w.-]+\.ipynb)", r"\1", text)
+    text = re.sub(
+        r"(?<![\w:/.])(?:/[\w.+-]+)+/runs/" + re.escape(run_path.name) + r"\b",
+        f"runs/{run_path.name}",
+        text,
+    )
     c50 = find_c50()
     pairs = [
         (str(run_path.resolve()), f"runs/{run_path.name}"),
