@@ -15,43 +15,19 @@ from pathlib import Path
 
 import pytest
 from smoke_run import build_smoke_run
-from transformers import TrainerCallback
+from training_helpers import StopAt, grpo_rows_of, judge_rows
 
 from persrm_utils.cli import main
 from persrm_utils.errors import TrainingError
 from persrm_utils.profiles import get_profile
 from persrm_utils.run.folders import RunFolder, sha256_of
 from persrm_utils.run.runner import TRAIN_AGAIN_ENV
-from persrm_utils.train.grpo import grpo_rows, load_policy, train_grpo
+from persrm_utils.train.grpo import load_policy, train_grpo
 from persrm_utils.train.rewards import completion_text
 from persrm_utils.train.sft import train_sft
 from persrm_utils.train.trainer import ADAPTER, TRAINING_RECORD, last_checkpoint
 
 SFT = "03_sft_qlora"
-
-
-def _rows(n: int = 8) -> list[dict]:
-    return [
-        {"messages": [
-            {"role": "system", "content": "You judge."},
-            {"role": "user", "content": f"Pair {i}: which response, A or B?"},
-            {"role": "assistant", "content": "<think> short factual sentences </think>\n"
-                                             "<answer>[[A]]</answer>"},
-        ]}
-        for i in range(n)
-    ]  # fmt: skip
-
-
-class _StopAt(TrainerCallback):
-    """A kill (a Colab disconnect) right after a given step, before its checkpoint."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated disconnect")
-        return control
 
 
 def _length_reward(completions, **kwargs):
@@ -130,11 +106,11 @@ def test_train_again_in_the_environment_starts_fresh_even_with_the_same_settings
     settings would otherwise be resumed from its last checkpoint and train nothing."""
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     profile, out = get_profile("smoke", sft_max_steps=2), tmp_path / "sft"
-    train_sft(profile, _rows(), out)
-    assert train_sft(profile, _rows(), out).resumed_from is not None  # without it: resumed
+    train_sft(profile, judge_rows(), out)
+    assert train_sft(profile, judge_rows(), out).resumed_from is not None  # without it: resumed
     capsys.readouterr()
     monkeypatch.setenv(TRAIN_AGAIN_ENV, "1")
-    result = train_sft(profile, _rows(), out)
+    result = train_sft(profile, judge_rows(), out)
     assert result.resumed_from is None and [s for s, _ in result.losses] == [1, 2]
     assert "`persrm run --force` asked to train again" in capsys.readouterr().out
 
@@ -143,12 +119,12 @@ def test_a_changed_setting_does_not_resume_an_interrupted_run(tmp_path, monkeypa
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "sft"
     with pytest.raises(KeyboardInterrupt):
-        train_sft(get_profile("smoke", sft_max_steps=6), _rows(), out, callbacks=[_StopAt(3)])
+        train_sft(get_profile("smoke", sft_max_steps=6), judge_rows(), out, callbacks=[StopAt(3)])
     assert Path(last_checkpoint(out)).name == "checkpoint-2"
     capsys.readouterr()
 
     changed = get_profile("smoke", sft_max_steps=6, sft_learning_rate=5e-3)
-    result = train_sft(changed, _rows(), out)  # resume=True, the default
+    result = train_sft(changed, judge_rows(), out)  # resume=True, the default
     assert result.resumed_from is None
     assert [s for s, _ in result.losses] == [1, 2, 3, 4, 5, 6]
     said = capsys.readouterr().out
@@ -162,25 +138,25 @@ def test_other_training_rows_do_not_resume_an_interrupted_run(tmp_path, monkeypa
     profile = get_profile("smoke", sft_max_steps=6)
     out = tmp_path / "sft"
     with pytest.raises(KeyboardInterrupt):
-        train_sft(profile, _rows(), out, callbacks=[_StopAt(3)])
-    result = train_sft(profile, _rows(7), out)
+        train_sft(profile, judge_rows(), out, callbacks=[StopAt(3)])
+    result = train_sft(profile, judge_rows(7), out)
     assert result.resumed_from is None and result.steps == 6
 
 
 def test_a_killed_fresh_run_keeps_the_finished_adapter(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "sft"
-    train_sft(get_profile("smoke", sft_max_steps=2), _rows(), out)
+    train_sft(get_profile("smoke", sft_max_steps=2), judge_rows(), out)
     before = sha256_of(out / ADAPTER)
     trained_with = json.loads((out / ADAPTER / TRAINING_RECORD).read_text())
     assert trained_with["settings"]["trainer"]["learning_rate"] == 1e-3  # the smoke profile's
 
     changed = get_profile("smoke", sft_max_steps=2, sft_learning_rate=5e-3)
     with pytest.raises(KeyboardInterrupt):
-        train_sft(changed, _rows(), out, callbacks=[_StopAt(1)])
+        train_sft(changed, judge_rows(), out, callbacks=[StopAt(1)])
     assert sha256_of(out / ADAPTER) == before, "the finished adapter stays until a new one is"
     # the same new settings again: trains to the end and only then replaces the old adapter
-    result = train_sft(changed, _rows(), out)
+    result = train_sft(changed, judge_rows(), out)
     assert result.steps == 2 and sha256_of(out / ADAPTER) != before
     now = json.loads((out / ADAPTER / TRAINING_RECORD).read_text())
     assert now["settings"]["trainer"]["learning_rate"] == 5e-3
@@ -220,20 +196,18 @@ def test_an_interrupted_grpo_run_with_the_same_settings_resumes(
                           loaded=load_policy(profile, None), **kwargs)  # fmt: skip
 
     with pytest.raises(KeyboardInterrupt):
-        run(callbacks=[_StopAt(2)])
+        run(callbacks=[StopAt(2)])
     result = run()
     assert Path(result.resumed_from).name == "checkpoint-1" and result.steps == 3
 
 
 @pytest.fixture(scope="module")
 def smoke_grpo_rows(tmp_path_factory):
-    from persrm_utils.train.commands import load_stage_inputs
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PERSRM_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
         run = build_smoke_run("g")
-    train, _, by_id = load_stage_inputs(run.path)
-    return grpo_rows(train, by_id)[:4]
+    return grpo_rows_of(run)[:4]
 
 
 # --- a stage that trained into nonsense fails --------------------------------------------------
@@ -243,10 +217,10 @@ def test_an_absurd_sft_learning_rate_fails_and_keeps_the_earlier_adapter(tmp_pat
     """lr 1e6 on the tiny model: the loss stays finite, the weights reach about 1e6."""
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "sft"
-    train_sft(get_profile("smoke", sft_max_steps=2), _rows(4), out)
+    train_sft(get_profile("smoke", sft_max_steps=2), judge_rows(4), out)
     before = sha256_of(out / ADAPTER)
     with pytest.raises(TrainingError) as err:
-        train_sft(get_profile("smoke", sft_max_steps=3, sft_learning_rate=1e6), _rows(4), out)
+        train_sft(get_profile("smoke", sft_max_steps=3, sft_learning_rate=1e6), judge_rows(4), out)
     msg = str(err.value)
     assert "adapter weight" in msg and "learning_rate = 1e+06" in msg
     assert "lower sft_learning_rate" in msg

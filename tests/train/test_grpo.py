@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from smoke_run import build_smoke_run
+from training_helpers import grpo_rows_of
 
 from persrm_utils.errors import ConfigError
 from persrm_utils.judge.format import format_answer
 from persrm_utils.profiles import get_profile
-from persrm_utils.train.grpo import grpo_config, grpo_rows, load_policy, sample_groups, train_grpo
+from persrm_utils.train.grpo import grpo_config, load_policy, sample_groups, train_grpo
 from persrm_utils.train.rewards import (
     FORMAT_MAX,
     REWARD_FUNCS,
@@ -78,15 +80,10 @@ def test_grpo_config_follows_the_profile_and_the_hardware(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke_rows(tmp_path_factory):
-    from smoke_run import build_smoke_run
-
-    from persrm_utils.train.commands import load_stage_inputs
-
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PERSRM_RUNS_DIR", str(tmp_path_factory.mktemp("runs")))
         run = build_smoke_run("grpo")
-    train, _, by_id = load_stage_inputs(run.path)
-    return grpo_rows(train, by_id)
+    return grpo_rows_of(run)
 
 
 def test_rows_hold_both_orders_with_their_labels(smoke_rows):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from smoke_run import build_smoke_run
-from transformers import TrainerCallback
+from training_helpers import StopAt, judge_rows
 
 from persrm_utils.by_hand.memory import ARCHS
 from persrm_utils.profiles import get_profile
@@ -21,34 +21,10 @@ from persrm_utils.train.sft import adapter_tensor_norms, load_with_adapter, trai
 from persrm_utils.train.trainer import last_checkpoint
 
 
-def _rows(n: int = 8) -> list[dict]:
-    return [
-        {"messages": [
-            {"role": "system", "content": "You judge."},
-            {"role": "user", "content": f"Pair {i}: which response, A or B?"},
-            {"role": "assistant", "content": "<think> short factual sentences </think>\n"
-                                             "<answer>[[A]]</answer>"},
-        ]}
-        for i in range(n)
-    ]  # fmt: skip
-
-
-class _StopAt(TrainerCallback):
-    """Simulates a crash (a Colab disconnect) right after a given step, before its checkpoint."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            raise KeyboardInterrupt("simulated disconnect")
-        return control
-
-
 def test_sft_trains_lora_and_saves_a_nonzero_adapter(tmp_path, monkeypatch):
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     profile = get_profile("smoke", sft_max_steps=4, sft_learning_rate=5e-3)
-    result = train_sft(profile, _rows(), tmp_path / "sft", resume=False)
+    result = train_sft(profile, judge_rows(), tmp_path / "sft", resume=False)
     assert result.steps == 4 and len(result.losses) == 4
     assert result.end_loss < result.start_loss
     norms = adapter_tensor_norms(Path(result.adapter_dir))
@@ -73,12 +49,12 @@ def test_interrupted_sft_resumes_from_the_last_checkpoint(tmp_path, monkeypatch)
     profile = get_profile("smoke", sft_max_steps=6)  # save_steps = 2
     out = tmp_path / "sft"
     with pytest.raises(KeyboardInterrupt):
-        train_sft(profile, _rows(), out, callbacks=[_StopAt(3)])
+        train_sft(profile, judge_rows(), out, callbacks=[StopAt(3)])
     assert Path(last_checkpoint(out)).name == "checkpoint-2"
     saved = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     before = {e["step"]: e["loss"] for e in saved["log_history"] if "loss" in e}
     assert sorted(before) == [1, 2]
-    result = train_sft(profile, _rows(), out)
+    result = train_sft(profile, judge_rows(), out)
     assert Path(result.resumed_from).name == "checkpoint-2"
     assert result.steps == 6
     assert [s for s, _ in result.losses] == [1, 2, 3, 4, 5, 6]
