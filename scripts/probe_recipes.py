@@ -55,6 +55,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--user-swap-test", type=int, default=100, help="unseen-author user-swap items judged"
     )
+    ap.add_argument(
+        "--init-adapter",
+        default=None,
+        help="a curriculum's second stage: merge this earlier SFT adapter into the model first",
+    )
     ap.add_argument("--gen-budget-s", type=float, default=600.0, help="LLM negatives budget")
     ap.add_argument("--out", type=Path, default=Path("runs/probe"))
     ap.add_argument("--log", type=Path, default=Path("runs/probe/recipes.jsonl"))
@@ -83,6 +88,7 @@ def main(argv: list[str]) -> int:
         prefill=not args.no_prefill,
         user_swap_train=args.user_swap_train,
         user_swap_test=args.user_swap_test,
+        init_adapter=args.init_adapter,
     )
     start = time.perf_counter()
     result = run_probe(recipe, args.out / (args.name or recipe.slug()))

@@ -62,14 +62,18 @@ class ProbeRecipe:
     prefill: bool = True  # verdict-only: the harness writes "<think></think><answer>[["
     user_swap_train: int = 0  # user-swap items of training authors added to SFT (4 rows each)
     user_swap_test: int = 100  # user-swap items of unseen authors judged (4 verdicts each)
+    # a curriculum's second stage: an earlier stage's adapter is merged into the base model
+    # first, and this recipe trains a fresh LoRA on top of it
+    init_adapter: str | None = None
     seed: int = 0
 
     def slug(self) -> str:
         types = "+".join(t.split("_")[0] for t in self.types)
         fill = "" if self.prefill or self.think != "none" else "-noprefill"
         swap = f"-us{self.user_swap_train}" if self.user_swap_train else ""
+        then = "-after" if self.init_adapter else ""
         return (
-            f"{types}{swap}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}"
+            f"{types}{swap}{then}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}"
             f"-r{self.lora_r}"
         )
 
@@ -194,10 +198,17 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
 
     rows, trace_stats = _rows(train, by_id, recipe.think)
     t0 = time.perf_counter()
-    result = train_sft(profile, rows, out / "sft")
+    start = _stage_one(profile, recipe.init_adapter)
+    result = train_sft(profile, rows, out / "sft", loaded=start)
     timings["sft_s"] = round(time.perf_counter() - t0, 1)
 
-    tuned = load_with_adapter(profile, Path(result.adapter_dir))
+    if recipe.init_adapter:
+        from peft import PeftModel
+
+        tuned = _stage_one(profile, recipe.init_adapter)
+        tuned.model = PeftModel.from_pretrained(tuned.model, result.adapter_dir).eval()
+    else:
+        tuned = load_with_adapter(profile, Path(result.adapter_dir))
     new_tokens = profile.max_completion_length
     t0 = time.perf_counter()
     judged = judge_pairs(tuned.model, tuned.tokenizer, test, by_id, new_tokens, "probe",
@@ -233,6 +244,21 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
         "by_type": _table(frame, ["negative_type"]),
         "reasons": _counts(j.reason for j in judged),
     }
+
+
+def _stage_one(profile: Any, adapter: str | None) -> Any:
+    """The base model, with an earlier stage's adapter merged in when there is one.
+
+    Merging (rather than training the same adapter on) makes the second stage a fresh LoRA
+    whose effect can be measured on its own, and needs no optimizer state from the first.
+    """
+    loaded = load_model(profile)
+    if adapter:
+        from peft import PeftModel
+
+        loaded.model = PeftModel.from_pretrained(loaded.model, adapter).merge_and_unload()
+        loaded.source = f"{loaded.source} + {adapter} (merged)"
+    return loaded
 
 
 def _rounded(row: dict[str, Any]) -> dict[str, Any]:
