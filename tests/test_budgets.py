@@ -131,11 +131,12 @@ def test_verdict_only_rewards_pay_a_right_answer_with_an_empty_think():
 
 
 def test_epochs_set_the_steps_from_the_data_size():
-    profile = get_profile("cpu")
+    profile = get_profile("cpu", sft_epochs=1.5)
     per_step = profile.sft_batch_size * profile.sft_grad_accum
-    assert sft_steps(profile, 10 * per_step) == 10 * profile.sft_epochs
-    assert sft_steps(profile, 10 * per_step + 1) == 10 * profile.sft_epochs + 1
-    assert sft_steps(profile, 4 * per_step, world_size=2) == 2 * profile.sft_epochs
+    assert sft_steps(profile, 10 * per_step) == 15
+    assert sft_steps(profile, 10 * per_step + 1) == 16  # a part-filled last step still runs
+    assert sft_steps(profile, 4 * per_step, world_size=2) == 3
+    assert sft_steps(profile.override(sft_epochs=1.25), 198) == 31  # run cpu-c's 198 traces
     assert sft_steps(profile.override(sft_epochs=None), 999) == profile.sft_max_steps
 
 
@@ -255,3 +256,28 @@ def test_sft_curriculum_keeps_every_type_for_grpo(smoke_pairs):
     assert only and {p.negative_type for p in only} == {"style_random"}
     assert get_profile("cpu").sft_negative_types == ("style_random",)
     assert get_profile("cpu").train_negative_types is None  # GRPO sees all four
+
+
+# --- peak memory: micro-batches --------------------------------------------------------------
+
+
+def test_cpu_trainers_keep_their_updates_but_hold_half_the_sequences_at_once(tmp_path):
+    """Run cpu-c peaked at 9.1 GB in GRPO (8 completions per forward pass) and 7.9 GB in the
+    Bradley-Terry baseline (4 pairs = 8 sequences per pass), above the 8 GB target. Both now
+    pass 4 sequences at a time, as SFT does, and accumulate to the same optimizer step."""
+    from persrm_utils.evaluate.baselines import bt_config_values
+    from persrm_utils.train.grpo import grpo_config_values
+
+    cpu = get_profile("cpu")
+    grpo = grpo_config_values(cpu, tmp_path, cuda=False)
+    assert grpo["per_device_train_batch_size"] == 4
+    assert grpo["per_device_train_batch_size"] * grpo["gradient_accumulation_steps"] == 8
+    assert 8 % grpo["num_generations"] == 0  # whole groups per generation round
+    bt = bt_config_values(cpu, tmp_path, 10, 768, cuda=False)
+    assert bt["per_device_train_batch_size"] * 2 == cpu.sft_batch_size  # 2 pairs: 4 sequences
+    assert bt["per_device_train_batch_size"] * bt["gradient_accumulation_steps"] == 4  # pairs
+    smoke_bt = bt_config_values(get_profile("smoke"), tmp_path, 10, 768, cuda=False)
+    assert (smoke_bt["per_device_train_batch_size"], smoke_bt["gradient_accumulation_steps"]) == (
+        1,
+        2,
+    )

@@ -156,6 +156,37 @@ def test_batched_greedy_equals_one_at_a_time_in_order(backend):
     assert batched[0].model.startswith("tiny-qwen2-")
 
 
+def test_batches_hold_prompts_of_like_length_and_results_keep_the_asked_order(tiny, monkeypatch):
+    """A batch is padded to its longest prompt: mixing lengths spent compute on padding (run
+    cpu-c's 230 test prompts: 86,386 padded tokens in the given order, 77,910 sorted, 77,240
+    real). The prompts are now batched by length; results still come back in the order asked."""
+    model, tokenizer = tiny
+    widths, real_tokens = [], []
+    real = model.generate
+
+    def spy(**kwargs):
+        widths.append(tuple(kwargs["input_ids"].shape))
+        real_tokens.append(int(kwargs["attention_mask"].sum()))
+        return real(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    lengths = [18, 1, 12, 3, 16, 2, 14, 4]  # long and short interleaved
+    reqs = [GenRequest(chat(" ".join(WORDS[:n])), 3, meta={"n": n}) for n in lengths]
+    out = TransformersBackend(model, tokenizer, batch_size=4).generate(reqs)
+    assert [r.meta["n"] for r in out] == lengths
+    sizes = [
+        len(tokenizer(tokenizer.apply_chat_template(r.messages, tokenize=False,
+                                                    add_generation_prompt=True),
+                      add_special_tokens=False)["input_ids"])
+        for r in reqs
+    ]  # fmt: skip
+    assert sum(real_tokens) == sum(sizes)
+    in_order = 4 * max(sizes[:4]) + 4 * max(sizes[4:])
+    by_length = sorted(sizes)
+    assert widths == [(4, by_length[3]), (4, by_length[7])]  # shortest four, then the rest
+    assert 4 * by_length[3] + 4 * by_length[7] < in_order
+
+
 def test_left_padding_is_used_even_if_the_tokenizer_pads_right(tiny, monkeypatch):
     model, tokenizer = tiny
     monkeypatch.setattr(tokenizer, "padding_side", "right")

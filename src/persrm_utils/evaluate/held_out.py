@@ -7,6 +7,7 @@ invalid output counts as wrong. Predictions are saved with their rationales, one
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def judge_with_adapters(
 
     With ``k_zero`` the final model also judges every pair with *no* exemplars, which measures
     how much the exemplars contribute at all (the k = 0 point of the accuracy-vs-k plot).
+    The base model judges :func:`zero_shot_pairs` (``profile.eval_zero_shot_pairs`` of the
+    unseen-author pairs, or all): it is a reference point, and on a CPU every verdict costs
+    about a second.
 
     One model is in memory at a time: each is dropped and its memory released before the next
     loads, or on the ``24gb`` profile three 7B copies would sit on the GPU together.
@@ -61,7 +65,7 @@ def judge_with_adapters(
     prefix = profile.answer_prefix
     out: dict[str, list[Judgement]] = {}
     base = load_model(profile)
-    out[BASE] = judge_pairs(base.model, base.tokenizer, pairs, by_id, n,
+    out[BASE] = judge_pairs(base.model, base.tokenizer, zero_shot_pairs(profile, pairs), by_id, n,
                             f"{profile.model_name}:base", both_orders=True,
                             batch_size=batch_size, prefix=prefix)  # fmt: skip
     del base
@@ -83,6 +87,20 @@ def judge_with_adapters(
         del tuned
         release_memory()
     return out
+
+
+def zero_shot_pairs(profile: Profile, pairs: Sequence[Pair]) -> list[Pair]:
+    """The pairs the untrained base model judges: all, or a seeded draw of unseen-author ones.
+
+    The draw keeps the pairs' order, so its negative types stay mixed as the test split deals
+    them; the base model's table rows then carry their own (smaller) n.
+    """
+    cap = profile.eval_zero_shot_pairs
+    if cap is None:
+        return list(pairs)
+    unseen = [i for i, p in enumerate(pairs) if p.split == "test"]
+    keep = set(random.Random(profile.seed).sample(unseen, min(cap, len(unseen))))
+    return [p for i, p in enumerate(pairs) if i in keep]
 
 
 def predictions_records(judged: dict[str, list[Judgement]]) -> list[dict[str, Any]]:
