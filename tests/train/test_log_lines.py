@@ -18,6 +18,8 @@ def test_a_log_line_shows_the_step_and_the_values_that_matter():
     assert format_log(grpo, 2, 0) == (
         "step 2 · loss 0 · reward 0.5 · reward sd 0.25 · kl 0.0012 · clipped (PPO) 0 · truncated 1"
     )
+    held_out = {"eval_trained_types_loss": 0.6931, "eval_trained_types_runtime": 3.1}
+    assert format_log(held_out, 5, 31) == "step 5/31 · eval trained types loss 0.6931"
     done = {"train_runtime": 41.23, "train_loss": 6.2291, "epoch": 1.0}
     assert format_log(done, 17, 17) == "done: 17 steps in 41.2 s, mean loss 6.229"
 

@@ -51,6 +51,12 @@ def format_log(logs: dict[str, Any], step: int, max_steps: int) -> str:
         return f"done: {step} steps in {logs['train_runtime']:.1f} s{mean}"
     parts = [f"step {step}/{max_steps}" if max_steps else f"step {step}"]
     parts += [f"{short} {_number(logs[key])}" for key, short in SHOWN if key in logs]
+    # a named held-out set (``eval_dataset={"trained_types": ...}``) logs eval_<name>_loss
+    parts += [
+        f"eval {key[5:-5].replace('_', ' ')} loss {_number(value)}"
+        for key, value in logs.items()
+        if key.startswith("eval_") and key.endswith("_loss") and key != "eval_loss"
+    ]
     return " · ".join(parts)
 
 

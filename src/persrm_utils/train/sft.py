@@ -164,6 +164,8 @@ class SFTResult:
     peak_rss_mb: float = 0.0
     backend: str = ""
     examples: int = 0
+    # validation loss by eval set name (e.g. "sft_types", "other_types"): (step, loss) pairs
+    eval_losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
     def start_loss(self) -> float | None:
@@ -181,9 +183,15 @@ def train_sft(
     loaded: LoadedModel | None = None,
     resume: bool = True,
     callbacks: list | None = None,
+    eval_rows: dict[str, list[dict]] | None = None,
     **config_overrides: Any,
 ) -> SFTResult:
     """Train LoRA adapters on conversational rows ``{"messages": [system, user, assistant]}``.
+
+    ``eval_rows`` are held-out rows by name (say the validation pairs of the trained types and
+    of the other types): the same loss is measured on each about five times during training
+    and once at the end, so the training curve can be read against curves the judge never
+    trained on. A training loss alone cannot tell learning from memorising.
 
     Resumes from the newest checkpoint in ``output_dir`` when ``resume`` and that checkpoint was
     trained with the same settings and rows (else starts fresh, and says why: see
@@ -213,20 +221,33 @@ def train_sft(
         backend=loaded.backend,
         **config_overrides,
     )
+    held_out = {name: r for name, r in (eval_rows or {}).items() if r}
+    if held_out:  # defaults, under anything the caller set
+        values = {"eval_strategy": "steps", "eval_steps": max(1, values["max_steps"] // 5)} | values
     settings = training_settings("sft", profile, loaded.backend, values, rows, model)
     config = SFTConfig(**values)
-    data = prefilled_rows(rows, loaded.tokenizer, prefix) if prefix else rows
+
+    def tokenized(some: list[dict]) -> Any:
+        return Dataset.from_list(prefilled_rows(some, loaded.tokenizer, prefix) if prefix else some)
+
     trainer = SFTTrainer(
         model=model,
         args=config,
-        train_dataset=Dataset.from_list(data),
+        train_dataset=tokenized(rows),
+        eval_dataset={name: tokenized(r) for name, r in held_out.items()} or None,
         processing_class=loaded.tokenizer,
         callbacks=callbacks,
     )
     keep_trainable_fp32(trainer.model)  # TRL made a 4-bit model's LoRA bf16: fp16 cannot scale it
     seconds, checkpoint = run_trainer(trainer, output_dir, loaded.tokenizer, resume, settings)
     adapter_dir = output_dir / ADAPTER
-    losses = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
+    history = trainer.state.log_history
+    last = trainer.state.global_step
+    evaluated = {e.get("step") for e in history if any(k.startswith("eval_") for k in e)}
+    if held_out and last not in evaluated:
+        trainer.evaluate()  # the end point of the validation curves
+    losses = _logged(history, "loss")
+    eval_losses = {name: _logged(history, f"eval_{name}_loss") for name in held_out}
     result = SFTResult(
         adapter_dir=str(adapter_dir),
         steps=trainer.state.global_step,
@@ -236,6 +257,7 @@ def train_sft(
         peak_rss_mb=peak_rss_mb(),
         backend=loaded.backend,
         examples=len(rows),
+        eval_losses=eval_losses,
     )
     if trainer.is_world_process_zero():
         log = output_dir / TRAIN_LOG
@@ -244,6 +266,11 @@ def train_sft(
         payload = asdict(result) | {"losses": sorted(merged.items())}
         log.write_text(json.dumps(payload, indent=2))
     return result
+
+
+def _logged(history: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+    """(step, value) for every entry of a trainer's log history that has ``key``."""
+    return [(int(e["step"]), float(e[key])) for e in history if key in e]
 
 
 def adapter_tensor_norms(adapter_dir: Path) -> dict[str, float]:
