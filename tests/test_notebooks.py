@@ -18,7 +18,7 @@ from persrm_utils.train.traces import Trace
 
 pytestmark = pytest.mark.slow
 #: Knob exercises per notebook, on top of the three tiers (warm-up, core, stretch).
-KNOB_EXERCISES = {"03_sft_qlora": 1, "04_grpo_unsloth": 3, "05_evaluation": 2}
+KNOB_EXERCISES = {"03_sft_qlora": 3, "04_grpo_unsloth": 3, "05_evaluation": 2}
 #: By-hand exercises (LoRA and NF4 in 03, the clipped surrogate in 04), after the tiers.
 BY_HAND_EXERCISES = {"03_sft_qlora": 2, "04_grpo_unsloth": 1}
 
@@ -153,7 +153,9 @@ def test_solutions_pass_on_the_smoke_run_and_leave_it_unchanged(smoke_run):
         text = _outputs(nbformat.read(run_path / "notebooks" / path.name, as_version=4))
         assert text.count("Not answered yet: ") == _checks(path.stem), path.name
     knobs = {e["label"] for e in experiments(run_path).values()}
-    assert {"sft-lr-high", "sft-lr-low", "grpo-beta-0.1", "grpo-G2", "grpo-G4"} <= knobs
+    assert {"lr-1x", "lr-0.1x", "types-all", "types-style_random", "reasoning-none",
+            "reasoning-full", "beta-0.04", "beta-0.4", "G2", "G4", "len32",
+            "len-profile"} <= knobs  # fmt: skip
 
 
 def test_a_failing_cell_stops_the_series_and_shows_the_cell(runs_root, tmp_path):

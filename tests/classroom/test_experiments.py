@@ -1,10 +1,12 @@
 """The knob exercises: each check recomputes the effect from the run folder, passes on the
-solution's answer and fails on a wrong one. Experiments are written here as a short run leaves
-them (experiment.json + train_log.json); one slow test runs real ones on the smoke run."""
+solution's answer and fails on a wrong one, above all on the wrong direction. Experiments are
+written here as a short run leaves them (experiment.json + train_log.json); the smoke series'
+solutions run real ones (tests/test_notebooks.py)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,7 @@ from persrm_utils.records import Pair, write_jsonl
 from persrm_utils.run.folders import RunFolder
 
 
-def _write(run: Path, label: str, kind: str, changed: dict, log: dict, seconds=6.0, steps=3):
+def _write(run: Path, label: str, kind: str, changed: dict, log: dict, seconds=6.0, steps=6):
     folder = run / ex.EXPERIMENTS / label
     folder.mkdir(parents=True)
     info = {"kind": kind, "label": label, "changed": changed, "steps": steps, "seconds": seconds}
@@ -23,84 +25,148 @@ def _write(run: Path, label: str, kind: str, changed: dict, log: dict, seconds=6
     (folder / ex.LOG).write_text(json.dumps(log))
 
 
-def _grpo_log(zero: list[float], length: list[float], kl: list[float] | None = None) -> dict:
-    history = []
-    for i, (z, n) in enumerate(zip(zero, length, strict=True)):
-        row = {"step": i + 1, "reward": -1.0, "frac_reward_zero_std": z}
-        row["completions/mean_length"] = n
-        if kl is not None:
-            row["kl"] = kl[i]
-        history.append(row)
-    return {"history": history}
+def _sft_log(losses: list[float], tokens: list[float] | None = None) -> dict:
+    history = [{"step": i + 1, "loss": v} for i, v in enumerate(losses)]
+    if tokens is not None:
+        total = 0.0
+        for row, n in zip(history, tokens, strict=True):
+            total += n
+            row["num_tokens"] = total
+    return {"losses": [[i + 1, v] for i, v in enumerate(losses)], "history": history}
+
+
+def _grpo_log(**series: list[float]) -> dict:
+    n = len(next(iter(series.values())))
+    return {"history": [{"step": i + 1, **{k: v[i] for k, v in series.items()}} for i in range(n)]}
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
     path = tmp_path / "run"
+    # last halves: [2.0, 2.1, 1.9] against [4.0, 4.2, 3.8]: clearly higher at the low rate
     _write(
-        path, "sft-lr-high", "sft", {"sft_learning_rate": 1e-3}, {"losses": [[1, 6.0], [2, 5.0]]}
+        path, "lr-1x", "sft", {"sft_learning_rate": 1e-3}, _sft_log([6.0, 4.0, 3.0, 2.0, 2.1, 1.9])
     )
-    _write(path, "sft-lr-low", "sft", {"sft_learning_rate": 1e-4}, {"losses": [[1, 6.0], [2, 5.9]]})
-    _write(path, "beta", "grpo", {"grpo_beta": 0.1}, _grpo_log([1, 1, 1], [9, 9, 9], [0, 0.2, 0.1]))
     _write(
-        path, "g2", "grpo", {"grpo_num_generations": 2}, _grpo_log([1.0, 0.0, 1.0], [10, 20, 30])
+        path,
+        "lr-0.1x",
+        "sft",
+        {"sft_learning_rate": 1e-4},
+        _sft_log([6.0, 5.0, 4.5, 4.0, 4.2, 3.8]),
     )
-    g4 = _grpo_log([0.0, 0.0, 1.0], [12, 12, 12])
-    _write(path, "g4", "grpo", {"grpo_num_generations": 4}, g4, seconds=12.0)
+    # last halves: [2.0, 3.0, 1.0] against [2.2, 1.2, 3.2]: a difference of 0.2, noise 1.6
     _write(
-        path, "len32", "grpo", {"max_completion_length": 32}, _grpo_log([1, 1], [32, 32]), 2.0, 2
+        path,
+        "types-all",
+        "sft",
+        {"sft_negative_types": None},
+        _sft_log([6.0, 4.0, 3.0, 2.0, 3.0, 1.0]),
     )
-    _write(path, "len128", "grpo", {"max_completion_length": 128}, _grpo_log([1, 1], [90, 128]))
-    return path
+    _write(
+        path,
+        "types-style_random",
+        "sft",
+        {"sft_negative_types": ["style_random"]},
+        _sft_log([6.0, 4.0, 3.0, 2.2, 1.2, 3.2]),
+    )
+    _write(
+        path,
+        "reasoning-none",
+        "sft",
+        {"reasoning": "none"},
+        _sft_log([1.0] * 4, tokens=[100, 110, 90, 100]),
+    )
+    _write(
+        path,
+        "reasoning-full",
+        "sft",
+        {"reasoning": "full"},
+        _sft_log([1.0] * 4, tokens=[400, 420, 380, 400]),
+    )
+    _write(
+        path,
+        "G2",
+        "grpo",
+        {"grpo_num_generations": 2},
+        _grpo_log(frac_reward_zero_std=[1.0, 1.0, 1.0]),
+    )
+    _write(
+        path,
+        "G4",
+        "grpo",
+        {"grpo_num_generations": 4},
+        _grpo_log(frac_reward_zero_std=[0.0, 0.0, 0.0]),
+    )
+    _write(path, "beta-0.04", "grpo", {"grpo_beta": 0.04}, _grpo_log(kl=[0.0, 0.0, 0.0]))
+    _write(path, "beta-0.4", "grpo", {"grpo_beta": 0.4}, _grpo_log(kl=[0.0, 0.0, 0.0]))
+    _write(path, "beta-same", "grpo", {"grpo_beta": 0.04}, _grpo_log(kl=[0.1, 0.2, 0.3]))
+    return path  # fmt: skip
 
 
-def test_learning_rate_check(run):
-    assert not ex.check_03_knob(None, run)
-    assert ex.check_03_knob({"sft-lr-high": 1.0, "sft-lr-low": 0.1}, run)
-    with pytest.raises(ExerciseError, match="sft-lr-low"):
-        ex.check_03_knob({"sft-lr-high": 1.0, "sft-lr-low": 0.2}, run)
-    with pytest.raises(ExerciseError, match="lacks the key"):
-        ex.check_03_knob({"sft-lr-high": 1.0}, run)
+def _answer(baseline: str, changed: str, effect: float, direction: str) -> dict:
+    return {"baseline": baseline, "changed": changed, "effect": effect, "direction": direction}
 
 
-def test_beta_check(run):
-    assert not ex.check_04_knob_beta(None, run)
-    assert ex.check_04_knob_beta({"kl": [0, 0.2, 0.1], "largest_at_step": 2}, run)
-    with pytest.raises(ExerciseError, match="not where kl is largest"):
-        ex.check_04_knob_beta({"kl": [0, 0.2, 0.1], "largest_at_step": 3}, run)
-    with pytest.raises(ExerciseError, match="kl at step 2"):
-        ex.check_04_knob_beta({"kl": [0, 0.3, 0.1], "largest_at_step": 2}, run)
+def test_the_effect_is_a_difference_of_means_judged_against_two_standard_errors():
+    effect = ex.measure_effect([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert effect.difference == 3.0
+    assert effect.noise == pytest.approx(2 * math.sqrt(1 / 3 + 1 / 3))
+    assert effect.direction == "higher"
+    assert ex.measure_effect([4.0, 5.0, 6.0], [1.0, 2.0, 3.0]).direction == "lower"
+    assert ex.measure_effect([1.0, 3.0], [2.0, 4.0]).direction == "unclear"  # 1 vs noise 2.8
+    assert ex.measure_effect([1.0], [5.0]).noise == math.inf  # one step: no noise estimate
+    assert ex.measure_effect([1.0, 1.0], [1.0, 1.0]).direction == "unclear"
 
 
-def _solve_knob(run, knob):
-    return {value: ex.grpo_effect(e) for value, e in ex.knob_experiments(run, knob).items()}
+def test_a_clear_effect_must_be_named_in_its_direction(run):
+    assert not ex.check_knob(None, run, "sft_learning_rate")
+    effect = ex.knob_effect(run, "sft_learning_rate", "lr-1x", "lr-0.1x")
+    assert effect.difference == pytest.approx(2.0) and effect.direction == "higher"
+    assert ex.check_knob(_answer("lr-1x", "lr-0.1x", 2.0, "higher"), run, "sft_learning_rate")
+    with pytest.raises(
+        ExerciseError, match=r"you said 'lower'.*stands out from the noise, and it is higher"
+    ):
+        ex.check_knob(_answer("lr-1x", "lr-0.1x", 2.0, "lower"), run, "sft_learning_rate")
+    with pytest.raises(ExerciseError, match="you said 'unclear'"):
+        ex.check_knob(_answer("lr-1x", "lr-0.1x", 2.0, "unclear"), run, "sft_learning_rate")
+    with pytest.raises(ExerciseError, match="effect"):  # the first loss minus the last: a copy
+        ex.check_knob(_answer("lr-1x", "lr-0.1x", 4.1, "higher"), run, "sft_learning_rate")
+    swapped = _answer("lr-0.1x", "lr-1x", -2.0, "lower")  # the other way round is also right
+    assert ex.check_knob(swapped, run, "sft_learning_rate")
 
 
-def test_group_size_check(run):
-    assert not ex.check_04_knob(None, run, "grpo_num_generations")
-    answer = _solve_knob(run, "grpo_num_generations")
-    assert answer[4]["seconds_per_step"] == 4.0 and answer[2]["frac_reward_zero_std"] == 2 / 3
-    assert ex.check_04_knob(answer, run, "grpo_num_generations")
-    answer[2]["frac_reward_zero_std"] = 1.0  # the last step's value, not the mean
-    with pytest.raises(ExerciseError, match="frac_reward_zero_std for grpo_num_generations=2"):
-        ex.check_04_knob(answer, run, "grpo_num_generations")
+def test_a_difference_inside_the_noise_is_unclear(run):
+    effect = ex.knob_effect(run, "sft_negative_types", "types-all", "types-style_random")
+    assert effect.difference == pytest.approx(0.2) and effect.direction == "unclear"
+    answer = _answer("types-all", "types-style_random", effect.difference, "higher")
+    with pytest.raises(ExerciseError, match="inside the noise"):
+        ex.check_knob(answer, run, "sft_negative_types")
+    answer["direction"] = "unclear"
+    assert ex.check_knob(answer, run, "sft_negative_types")
 
 
-def test_length_check(run):
-    answer = _solve_knob(run, "max_completion_length")
-    assert answer[32]["completions/mean_length"] == 32 and answer[128]["seconds_per_step"] == 2.0
-    assert ex.check_04_knob(answer, run, "max_completion_length")
-    answer[128]["seconds_per_step"] = 6.0  # seconds, not seconds per step
-    with pytest.raises(ExerciseError, match="seconds_per_step"):
-        ex.check_04_knob(answer, run, "max_completion_length")
+def test_reasoning_is_compared_on_tokens_per_step_from_the_running_total(run):
+    full = ex.read_experiment(run, "reasoning-full")
+    assert ex.knob_values(full, "reasoning") == [400, 420, 380, 400]
+    answer = _answer("reasoning-none", "reasoning-full", 300.0, "higher")
+    assert ex.check_knob(answer, run, "reasoning")
+
+
+def test_grpo_knobs_and_what_the_check_refuses(run):
+    assert ex.check_knob(_answer("G2", "G4", -1.0, "lower"), run, "grpo_num_generations")
+    with pytest.raises(ExerciseError, match="stayed at zero"):  # the beta runs measured nothing
+        ex.check_knob(_answer("beta-0.04", "beta-0.4", 0.0, "unclear"), run, "grpo_beta")
+    with pytest.raises(ExerciseError, match="no knob turned"):
+        ex.check_knob(_answer("beta-0.04", "beta-same", 0.2, "unclear"), run, "grpo_beta")
+    with pytest.raises(ExerciseError, match="'G8' is not a grpo experiment"):
+        ex.check_knob(_answer("G2", "G8", -1.0, "lower"), run, "grpo_num_generations")
+    with pytest.raises(ExerciseError, match="direction 'down'"):
+        ex.check_knob(_answer("G2", "G4", -1.0, "down"), run, "grpo_num_generations")
 
 
 def test_checks_need_their_experiments(tmp_path):
     with pytest.raises(ExerciseError, match="no sft experiment"):
-        ex.check_03_knob({}, tmp_path)
-    _write(tmp_path, "g2", "grpo", {"grpo_num_generations": 2}, _grpo_log([1.0], [1.0]))
-    with pytest.raises(ExerciseError, match="two GRPO experiments"):
-        ex.check_04_knob({}, tmp_path, "grpo_num_generations")
+        ex.check_knob(_answer("a", "b", 0.0, "unclear"), tmp_path, "sft_learning_rate")
 
 
 def _pair(i: int, k: int, neg: str) -> Pair:

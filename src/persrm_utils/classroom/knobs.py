@@ -1,11 +1,12 @@
 """Knob experiments: change one setting, rerun a short stage, and measure what changed.
 
-The exercises of notebooks 03 and 04 that turn a knob (learning rate, ``beta``, group size G)
-each run a *short* training from the run folder's own inputs into
-``runs/<name>/experiments/<label>/``: ``experiment.json`` (what was changed, how long it took) and
-the trainer's ``train_log.json``. Nothing of the main run is touched. The checks
-(``check_03_knob``, ``check_04_knob_beta``, ``check_04_knob_group``) read those folders again and
-recompute the effect, so they agree with whatever the learner's run produced.
+The exercises of notebooks 03 and 04 that turn a knob (learning rate, negative types, reasoning,
+``beta``, group size G, completion budget) each run two *short* trainings from the run folder's
+own inputs into ``runs/<name>/experiments/<label>/``: ``experiment.json`` (what was changed, how
+long it took) and the trainer's ``train_log.json``. Nothing of the main run is touched.
+:func:`check_knob` reads those folders again and asks for the effect on one value logged at
+every step, its direction, and whether it stands out from the step-to-step noise: copying a
+logged number is not enough, and naming the wrong direction fails.
 
 Each step costs about what a step of notebook 03 or 04 costs, and ``experiment.json`` records
 the time. On ``smoke`` the experiments show the *mechanics* only (the tiny random model learns
@@ -15,9 +16,12 @@ nothing); on other profiles the notebooks run them only when asked.
 from __future__ import annotations
 
 import json
+import math
 import shutil
+import statistics
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +41,11 @@ from persrm_utils.errors import ConfigError, MissingInputsError
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl
 from persrm_utils.run.folders import RunFolder
+from persrm_utils.train.commands import make_traces, sft_pairs
 from persrm_utils.train.grpo import grpo_rows, train_grpo
 from persrm_utils.train.rewards import reward_funcs
 from persrm_utils.train.sft import train_sft
-from persrm_utils.train.traces import Trace, to_sft_rows
+from persrm_utils.train.traces import to_sft_rows
 
 EXPERIMENTS = "experiments"
 INFO = "experiment.json"
@@ -70,23 +75,42 @@ def _write_info(out: Path, kind: str, label: str, changed: dict, steps: int, sec
     (out / INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
 
 
-def sft_experiment(run: Any, label: str, steps: int = 4, **changed: Any) -> dict[str, Any]:
-    """SFT for ``steps`` steps on the run's own traces (``sft/traces.jsonl``), fields changed.
+def _sft_rows(run_path: Path, profile: Any) -> list[dict]:
+    """The experiment's training rows, rebuilt from the run's pairs with the changed profile.
 
-    Starts from the base model with a fresh adapter, like notebook 03. Returns the experiment.
+    Rebuilding (rather than reusing ``sft/traces.jsonl``) lets an experiment change what the
+    rows are made of (``reasoning``, ``sft_negative_types``); both arms of a comparison use the
+    package's template traces, so an LLM teacher's traces never mix into one arm only.
+    """
+    pairs = read_jsonl(run_path / "pairs" / "train.jsonl", Pair)
+    by_id = {e.text_id: e for e in read_jsonl(run_path / "exemplars.jsonl", Exemplar)}
+    traces, _ = make_traces(sft_pairs(pairs, profile, by_id), by_id, profile.reasoning)
+    return to_sft_rows(traces)
+
+
+def sft_experiment(run: Any, label: str, steps: int = 4, **changed: Any) -> dict[str, Any]:
+    """SFT for ``steps`` steps on the run's own training pairs, profile fields ``changed``.
+
+    Starts from the base model with a fresh adapter, like notebook 03, with the same seed, so
+    two experiments see their batches in the same order. Returns the experiment.
     """
 
     run_path = _run_path(run)
-    profile = _profile(run_path, **changed, sft_max_steps=steps)
-    traces = read_jsonl(run_path / "sft" / "traces.jsonl", Trace)
+    profile = _profile(run_path, **changed, sft_max_steps=steps, sft_epochs=None)
+    rows = _sft_rows(run_path, profile)
     out = _folder(run_path, label)
     start = time.perf_counter()
-    train_sft(profile, to_sft_rows(traces), out, resume=False, save_steps=steps)
-    _write_info(out, "sft", label, changed, steps, round(time.perf_counter() - start, 1))
+    train_sft(profile, rows, out, resume=False, save_steps=steps)
+    seconds = round(time.perf_counter() - start, 1)
+    _write_info(out, "sft", label, _jsonable(changed), steps, seconds)
     shutil.rmtree(out / "adapter", ignore_errors=True)  # only the curves are needed
     for checkpoint in out.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
     return read_experiment(run_path, label)
+
+
+def _jsonable(changed: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
 
 
 def grpo_experiment(
@@ -102,7 +126,9 @@ def grpo_experiment(
     run_path = _run_path(run)
     base = _profile(run_path)
     group = int(changed.get("grpo_num_generations", base.grpo_num_generations))
-    profile = _profile(run_path, **changed, grpo_max_steps=steps, grpo_batch_size=group)
+    profile = _profile(
+        run_path, **changed, grpo_max_steps=steps, grpo_batch_size=group, grpo_grad_accum=1
+    )
     pairs = read_jsonl(run_path / "pairs" / "train.jsonl", Pair)[:prompts]
     by_id = {e.text_id: e for e in read_jsonl(run_path / "exemplars.jsonl", Exemplar)}
     out = _folder(run_path, label)
@@ -116,7 +142,8 @@ def grpo_experiment(
         resume=False,
         save_steps=steps,
     )
-    _write_info(out, "grpo", label, changed, steps, round(time.perf_counter() - start, 1))
+    seconds = round(time.perf_counter() - start, 1)
+    _write_info(out, "grpo", label, _jsonable(changed), steps, seconds)
     shutil.rmtree(out / "adapter", ignore_errors=True)
     for checkpoint in out.glob("checkpoint-*"):
         shutil.rmtree(checkpoint, ignore_errors=True)
@@ -124,7 +151,7 @@ def grpo_experiment(
 
 
 def read_experiment(run: Any, label: str) -> dict[str, Any]:
-    """``experiment.json`` plus the trainer's log (``losses`` for SFT, ``history`` for GRPO)."""
+    """``experiment.json`` plus the trainer's log (``losses`` and ``history``)."""
     folder = _run_path(run) / EXPERIMENTS / label
     if not (folder / INFO).is_file():
         raise MissingInputsError(
@@ -144,20 +171,31 @@ def experiments(run: Any, kind: str | None = None) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in found.items() if kind is None or v["kind"] == kind}
 
 
+#: A derived per-step value: tokens trained in the step (TRL logs a running total).
+TOKENS_PER_STEP = "tokens_per_step"
+
+
 def curve(experiment: Mapping[str, Any], key: str) -> list[float]:
-    """One logged metric per step: ``loss`` for SFT, any TRL key (``kl``, ``reward``) for GRPO."""
+    """One logged value per step: ``loss`` or ``tokens_per_step`` for SFT, any TRL key for GRPO
+    (``kl``, ``reward``, ``frac_reward_zero_std``, ``completions/clipped_ratio``, ...)."""
     log = experiment["log"]
-    if experiment["kind"] == "sft":
-        if key != "loss":
-            raise ConfigError(
-                f"SFT experiments log only 'loss', not {key!r}", "ask for curve(experiment, 'loss')"
-            )
+    if experiment["kind"] == "sft" and key == "loss":
         return [float(v) for _, v in log["losses"]]
-    return [float(h[key]) for h in log["history"] if key in h]
+    history = [h for h in log.get("history", []) if "train_runtime" not in h]
+    if key == TOKENS_PER_STEP:
+        totals = [float(h["num_tokens"]) for h in history if "num_tokens" in h]
+        return [b - a for a, b in zip([0.0, *totals], totals, strict=False)]
+    values = [float(h[key]) for h in history if key in h]
+    if not values:
+        raise ConfigError(
+            f"the {experiment['kind']} experiment '{experiment['label']}' logged no {key!r}",
+            f"ask for one of: {', '.join(sorted({k for h in history for k in h}))}",
+        )
+    return values
 
 
 # ----------------------------------------------------------------------------------------------
-# The checks
+# The checks: the direction of an effect, and whether it stands out from the noise
 # ----------------------------------------------------------------------------------------------
 
 
@@ -176,123 +214,159 @@ def _need(run: Any, kind: str, what: str) -> dict[str, dict[str, Any]]:
     return found
 
 
-def loss_drop(experiment: Mapping[str, Any]) -> float:
-    """First logged SFT loss minus the last: how far the loss fell in the experiment."""
-    losses = curve(experiment, "loss")
-    return losses[0] - losses[-1]
+@dataclass(frozen=True)
+class KnobMeasure:
+    """What a knob's exercise compares between two experiments, one value per logged step."""
+
+    kind: str  # "sft" or "grpo"
+    key: str  # a key of :func:`curve`
+    last_half: bool  # compare only the second half of the steps (a loss, after its first fall)
+    meaning: str
 
 
-def check_03_knob(answer: Mapping[str, float] | None, run: Any) -> Checked:
-    """The learning-rate knob: the loss drop of every ``sft`` experiment, by label."""
-    if answer is None:
-        return _not_answered(
-            "answer = {label: first loss - last loss} for each SFT experiment, read from "
-            "read_experiment(session.path, label)['log']['losses']."
-        )
-    found = _need(run, "sft", "the learning-rate experiment")
-    answer = _mapping(answer, list(found), "{'sft-lr-...': 0.12, ...}")
-    for label, exp in found.items():
-        given = _number(answer[label], f"the loss drop of {label}")
-        _close(given, loss_drop(exp), f"loss drop of {label}", "first loss minus last loss.")
-    rates = {label: e["changed"].get("sft_learning_rate") for label, e in found.items()}
-    drops = {label: round(loss_drop(e), 4) for label, e in found.items()}
-    return _ok(f"loss drop by learning rate: {', '.join(f'{rates[k]}: {drops[k]}' for k in drops)}")
+#: The measure each knob exercise compares. Every one is logged at every step, so its
+#: step-to-step spread gives the noise the difference is judged against.
+KNOB_MEASURES: dict[str, KnobMeasure] = {
+    "sft_learning_rate": KnobMeasure("sft", "loss", True, "training loss, last half of the steps"),
+    "sft_negative_types": KnobMeasure("sft", "loss", True, "training loss, last half of the steps"),
+    "reasoning": KnobMeasure("sft", TOKENS_PER_STEP, False, "tokens trained per step"),
+    "grpo_beta": KnobMeasure("grpo", "kl", False, "KL to the reference model per step"),
+    "grpo_num_generations": KnobMeasure(
+        "grpo", "frac_reward_zero_std", False, "share of groups whose rewards are all equal"
+    ),
+    "max_completion_length": KnobMeasure(
+        "grpo", "completions/clipped_ratio", False, "share of completions cut at the limit"
+    ),
+}
+DIRECTIONS = ("higher", "lower", "unclear")
 
 
-def check_04_knob_beta(answer: Mapping[str, Any] | None, run: Any) -> Checked:
-    """``beta`` > 0: the KL per step of the experiment, and at which step it was largest."""
-    if answer is None:
-        return _not_answered(
-            "answer = {'kl': [the logged kl per step], 'largest_at_step': 1-based step} for "
-            "the experiment with grpo_beta > 0."
-        )
-    found = {
-        k: v for k, v in _need(run, "grpo", "beta").items() if v["changed"].get("grpo_beta", 0) > 0
-    }
-    if not found:
-        _wrong("No GRPO experiment of this run has grpo_beta > 0.", "run the beta cell above.")
-    answer = _mapping(answer, ["kl", "largest_at_step"], "{'kl': [...], 'largest_at_step': 3}")
-    label, exp = sorted(found.items())[0]
-    kl = curve(exp, "kl")
-    given = list(answer["kl"]) if isinstance(answer["kl"], list | tuple) else None
-    if given is None or len(given) != len(kl):
-        _wrong(
-            f"'kl' should be a list of {len(kl)} numbers (one per logged step of {label}).",
-            "read read_experiment(session.path, label)['log']['history'][i]['kl'].",
-        )
-    for i, (g, e) in enumerate(zip(given, kl, strict=True), 1):
-        _close(_number(g, f"kl at step {i}"), e, f"kl at step {i} of {label}", "copy the log.")
-    step = int(_number(answer["largest_at_step"], "largest_at_step"))
-    best = max(kl)
-    if not 1 <= step <= len(kl) or kl[step - 1] != best:
-        _wrong(f"Step {step} is not where kl is largest ({best:.3g}).", "steps count from 1.")
-    return _ok(f"{label}: kl per step {[round(v, 6) for v in kl]}, largest at step {step}.")
+@dataclass(frozen=True)
+class Effect:
+    """The changed experiment's mean minus the baseline's, and the noise around that difference.
 
-
-#: The GRPO knobs the 04 exercises turn, and what each answer reports per value.
-GRPO_KNOBS = ("grpo_num_generations", "max_completion_length")
-GRPO_MEASURES = ("frac_reward_zero_std", "completions/mean_length", "seconds_per_step")
-
-
-def grpo_effect(experiment: Mapping[str, Any]) -> dict[str, float]:
-    """What one GRPO experiment measured: mean zero-std share, mean length, seconds per step."""
-    out = {}
-    for key in GRPO_MEASURES[:2]:
-        values = curve(experiment, key)
-        out[key] = sum(values) / len(values) if values else float("nan")
-    out["seconds_per_step"] = experiment["seconds"] / experiment["steps"]
-    return out
-
-
-def knob_experiments(run: Any, knob: str) -> dict[Any, dict[str, Any]]:
-    """GRPO experiments (without beta) that changed ``knob``, by the value they set."""
-    return {
-        e["changed"][knob]: e
-        for e in experiments(run, "grpo").values()
-        if knob in e["changed"] and not e["changed"].get("grpo_beta")
-    }
-
-
-def check_04_knob(answer: Mapping[Any, Any] | None, run: Any, knob: str) -> Checked:
-    """A GRPO knob (group size G, or completion length): what each value measured.
-
-    ``answer = {value: {"frac_reward_zero_std": ..., "completions/mean_length": ...,
-    "seconds_per_step": ...}}`` for every GRPO experiment (without beta) that set ``knob``;
-    the means are over the logged steps.
+    ``noise`` is two standard errors of the difference of two means (Welch: each arm's
+    step-to-step variance over its number of steps): a difference inside it could come from
+    which batches the steps happened to see. Treating steps as independent draws understates
+    the noise of a trending curve, which is why a loss is compared over its last half only.
     """
-    if knob not in GRPO_KNOBS:
-        raise ConfigError(f"unknown GRPO knob {knob!r}", f"use one of {GRPO_KNOBS}")
+
+    baseline: float
+    changed: float
+    noise: float
+    n_baseline: int
+    n_changed: int
+
+    @property
+    def difference(self) -> float:
+        return self.changed - self.baseline
+
+    @property
+    def direction(self) -> str:
+        if self.difference > self.noise:
+            return "higher"
+        if self.difference < -self.noise:
+            return "lower"
+        return "unclear"
+
+
+def measure_effect(baseline: list[float], changed: list[float]) -> Effect:
+    """:class:`Effect` of two lists of per-step values (noise infinite with fewer than 2 each)."""
+    if len(baseline) < 2 or len(changed) < 2:
+        noise = math.inf
+    else:
+        noise = 2 * math.sqrt(
+            statistics.variance(baseline) / len(baseline)
+            + statistics.variance(changed) / len(changed)
+        )
+    return Effect(
+        statistics.fmean(baseline), statistics.fmean(changed), noise, len(baseline), len(changed)
+    )
+
+
+def knob_values(experiment: Mapping[str, Any], knob: str) -> list[float]:
+    """The per-step values the exercise on ``knob`` compares, for one experiment."""
+    measure = KNOB_MEASURES[knob]
+    values = curve(experiment, measure.key)
+    return values[len(values) // 2 :] if measure.last_half else values
+
+
+def knob_effect(run: Any, knob: str, baseline: str, changed: str) -> Effect:
+    """The effect of turning ``knob``: experiment ``changed`` against experiment ``baseline``."""
+    if knob not in KNOB_MEASURES:
+        raise ConfigError(f"unknown knob {knob!r}", f"use one of {', '.join(KNOB_MEASURES)}")
+    a, b = read_experiment(run, baseline), read_experiment(run, changed)
+    return measure_effect(knob_values(a, knob), knob_values(b, knob))
+
+
+def check_knob(answer: Mapping[str, Any] | None, run: Any, knob: str) -> Checked:
+    """Verifies the effect of turning one knob: its size, its direction, and whether it stands
+    out from the step-to-step noise.
+
+    ``answer = {"baseline": label, "changed": label, "effect": changed mean - baseline mean,
+    "direction": "higher" | "lower" | "unclear"}`` for two experiments of the run that set
+    ``knob`` to different values; the measure is ``KNOB_MEASURES[knob]``. "unclear" is the
+    right direction when the difference is inside two standard errors.
+    """
+    measure = KNOB_MEASURES.get(knob)
+    if measure is None:
+        raise ConfigError(f"unknown knob {knob!r}", f"use one of {', '.join(KNOB_MEASURES)}")
     if answer is None:
         return _not_answered(
-            f"answer = {{value of {knob}: {{'frac_reward_zero_std': mean over steps, "
-            "'completions/mean_length': mean over steps, 'seconds_per_step': seconds / steps}}."
+            f"run two {measure.kind} experiments that set {knob} differently, then answer = "
+            "{'baseline': label, 'changed': label, 'effect': mean of the changed run minus "
+            "mean of the baseline, 'direction': 'higher' | 'lower' | 'unclear'} for the "
+            f"{measure.meaning} (knob_values(experiment, {knob!r}))."
         )
-    by_value = knob_experiments(run, knob)
-    if len(by_value) < 2:
-        _wrong(
-            f"This exercise needs two GRPO experiments with different {knob} (found "
-            f"{len(by_value)}).",
-            "run grpo_experiment(...) once per value, with a label of your choice.",
-        )
-    answer = _mapping(answer, list(by_value), "{2: {...}, 4: {...}}")
-    lines = []
-    for value, exp in sorted(by_value.items()):
-        cell = _mapping(answer[value], GRPO_MEASURES, "{'frac_reward_zero_std': 0.5, ...}")
-        effect = grpo_effect(exp)
-        for key in GRPO_MEASURES:
-            _close(
-                _number(cell[key], f"{key} for {knob}={value}"),
-                effect[key],
-                f"{key} for {knob}={value}",
-                "average the logged values over steps; seconds_per_step is seconds / steps.",
-                tol=0.01,
+    found = {k: v for k, v in _need(run, measure.kind, knob).items() if knob in v["changed"]}
+    answer = _mapping(
+        answer,
+        ["baseline", "changed", "effect", "direction"],
+        "{'baseline': 'a', 'changed': 'b', 'effect': -0.1, 'direction': 'lower'}",
+    )
+    for role in ("baseline", "changed"):
+        if answer[role] not in found:
+            _wrong(
+                f"{answer[role]!r} is not a {measure.kind} experiment of this run that set "
+                f"{knob} (found: {', '.join(sorted(found)) or 'none'}).",
+                f"run {measure.kind}_experiment(session.path, label, {knob}=...) for both arms.",
             )
-        lines.append(
-            f"{knob}={value}: zero-std share {effect['frac_reward_zero_std']:.2f}, "
-            f"length {effect['completions/mean_length']:.0f}, "
-            f"{effect['seconds_per_step']:.1f} s/step"
+    a, b = found[answer["baseline"]], found[answer["changed"]]
+    if a["changed"][knob] == b["changed"][knob]:
+        _wrong(
+            f"both experiments set {knob} = {a['changed'][knob]!r}: there is no knob turned.",
+            "compare two experiments with different values.",
         )
-    return _ok("; ".join(lines))
+    effect = measure_effect(knob_values(a, knob), knob_values(b, knob))
+    if measure.key == "kl" and not any(v for e in (a, b) for v in knob_values(e, knob)):
+        _wrong("the KL stayed at zero in both experiments.", "raise grpo_learning_rate.")
+    _close(
+        _number(answer["effect"], "effect"),
+        effect.difference,
+        f"effect (mean of {answer['changed']} minus mean of {answer['baseline']})",
+        f"average knob_values(experiment, {knob!r}) of each run, then subtract.",
+    )
+    said = answer["direction"]
+    if said not in DIRECTIONS:
+        _wrong(f"direction {said!r} is not one of {DIRECTIONS}.", "pick one of the three.")
+    summary = (
+        f"{knob}: {measure.meaning} {effect.baseline:.4g} ({answer['baseline']}, "
+        f"{a['changed'][knob]!r}) -> {effect.changed:.4g} ({answer['changed']}, "
+        f"{b['changed'][knob]!r}), difference {effect.difference:+.4g}, noise "
+        f"±{effect.noise:.3g} (2 standard errors over {effect.n_baseline} and "
+        f"{effect.n_changed} steps)"
+    )
+    if said != effect.direction:
+        why = (
+            "the difference is inside the noise: it could come from which batches the steps saw"
+            if effect.direction == "unclear"
+            else f"the difference stands out from the noise, and it is {effect.direction}"
+        )
+        _wrong(
+            f"you said {said!r}; {summary}: {why}.",
+            "compare |effect| with 2 standard errors of the difference (Effect.noise).",
+        )
+    return _ok(f"{summary}: {effect.direction}.")
 
 
 # ----------------------------------------------------------------------------------------------

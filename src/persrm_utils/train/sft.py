@@ -164,8 +164,10 @@ class SFTResult:
     peak_rss_mb: float = 0.0
     backend: str = ""
     examples: int = 0
-    # validation loss by eval set name (e.g. "sft_types", "other_types"): (step, loss) pairs
+    # validation loss by eval set name (e.g. "trained_types", "other_types"): (step, loss) pairs
     eval_losses: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    # every numeric value the trainer logged, per log entry (tokens seen, accuracy, grad norm)
+    history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def start_loss(self) -> float | None:
@@ -258,6 +260,10 @@ def train_sft(
         backend=loaded.backend,
         examples=len(rows),
         eval_losses=eval_losses,
+        history=[
+            {k: v for k, v in e.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            for e in history
+        ],
     )
     if trainer.is_world_process_zero():
         log = output_dir / TRAIN_LOG
