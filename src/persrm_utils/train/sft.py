@@ -191,9 +191,10 @@ def train_sft(
     """Train LoRA adapters on conversational rows ``{"messages": [system, user, assistant]}``.
 
     ``eval_rows`` are held-out rows by name (say the validation pairs of the trained types and
-    of the other types): the same loss is measured on each about five times during training
-    and once at the end, so the training curve can be read against curves the judge never
-    trained on. A training loss alone cannot tell learning from memorising.
+    of the other types): the same loss is measured on each three times during training and once
+    at the end (on a CPU each held-out row costs about a second per measurement), so the
+    training curve can be read against curves the judge never trained on. A training loss
+    alone cannot tell learning from memorising.
 
     Resumes from the newest checkpoint in ``output_dir`` when ``resume`` and that checkpoint was
     trained with the same settings and rows (else starts fresh, and says why: see
@@ -225,7 +226,7 @@ def train_sft(
     )
     held_out = {name: r for name, r in (eval_rows or {}).items() if r}
     if held_out:  # defaults, under anything the caller set
-        values = {"eval_strategy": "steps", "eval_steps": max(1, values["max_steps"] // 5)} | values
+        values = {"eval_strategy": "steps", "eval_steps": max(1, values["max_steps"] // 3)} | values
     settings = training_settings("sft", profile, loaded.backend, values, rows, model)
     config = SFTConfig(**values)
 
