@@ -230,6 +230,15 @@ def test_diagnosis_names_a_collapse_that_accuracy_hides():
     assert learned.accuracy == 0.8 and learned.swap_consistency == 1.0
     require_usable(learned, "best-of-N")
 
+    # run cpu-e's judge after GRPO: accuracy 0.639, says A 0.14, swap consistency 0.28, and
+    # the diagnosis read "it picks the same text in both orders on most pairs"
+    leaning = diagnose(_judged([("A", "B")] * 6 + [("B", "B")] * 14))
+    assert leaning.state == "learned" and leaning.swap_consistency == 0.3
+    assert 0.1 < leaning.says_a < 0.2 and leaning.accuracy == 0.65
+    assert leaning.message.startswith("LEARNED, BUT LEANING ON [[B]]")
+    assert "same text in both orders on most pairs" not in leaning.message
+    assert "same text in both orders on most pairs" in learned.message
+
     assert diagnose(_judged([(None, None)] * 10)).state == "format_not_learned"
     chance = diagnose(_judged([("A", "A")] * 10 + [("B", "B")] * 10))
     assert chance.state == "chance" and chance.says_a == 0.5

@@ -29,6 +29,9 @@ State = Literal["no_data", "empty", "format_not_learned", "collapsed", "chance",
 MIN_VALID = 0.5
 #: "says A" outside [COLLAPSE, 1 - COLLAPSE] is a collapse onto one letter.
 COLLAPSE = 0.1
+#: Below this swap consistency a judge that beats chance is named as leaning on one letter
+#: (run cpu-e's judge after GRPO: accuracy 0.639, says A 0.14, swap consistency 0.28).
+LEANING = 0.5
 #: Fewer pairs than this and no interval is worth printing (a handful of pairs is anecdote).
 MIN_PAIRS_FOR_CI = 10
 
@@ -116,6 +119,15 @@ def diagnose(judgements: Sequence[Judgement]) -> Diagnosis:
             "it has not learned which text is the author's. More or easier training pairs, more "
             "epochs, or a reasoning that describes each response may help; see RESULTS.md for "
             "the recipes measured."
+        )
+    elif swap is not None and swap < LEANING and says_a is not None:
+        letter = "A" if says_a > 0.5 else "B"
+        state = "learned"
+        advice = (
+            f"LEARNED, BUT LEANING ON [[{letter}]]: it beats chance, yet it picks the same text in "
+            f"both orders on fewer than half of the pairs and answers {letter} on most verdicts, "
+            "so part of its accuracy is the letter, not the texts. Read the per-type table; train "
+            "every pair in both A/B orders (GRPO's prompts included), so that no letter can pay."
         )
     else:
         state = "learned"
