@@ -127,7 +127,7 @@ def diagnose(judgements: Sequence[Judgement]) -> Diagnosis:
             f"LEARNED, BUT LEANING ON [[{letter}]]: it beats chance, yet it picks the same text in "
             f"both orders on fewer than half of the pairs and answers {letter} on most verdicts, "
             "so part of its accuracy is the letter, not the texts. Read the per-type table; train "
-            "every pair in both A/B orders (GRPO's prompts included), so that no letter can pay."
+            "on both A/B orders of every pair (GRPO's kept prompts included), so no letter pays."
         )
     else:
         state = "learned"
