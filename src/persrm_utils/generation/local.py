@@ -102,7 +102,9 @@ class TransformersBackend:
         not depend on their batch-mates (up to float rounding), so the order is free to choose.
         """
         results: list[GenResult | None] = [None] * len(requests)
-        length = [len(prompt_text(self.tokenizer, r.messages, r.prefix)) for r in requests]
+        # the characters the caller wrote: the chat template adds the same few per message, and
+        # rendering it here as well as in _generate_batch would template every prompt twice
+        length = [sum(len(m["content"]) for m in r.messages) + len(r.prefix) for r in requests]
         by_length = sorted(range(len(requests)), key=lambda i: length[i])
         greedy = [i for i in by_length if requests[i].temperature == 0]
         sampled = [i for i in by_length if requests[i].temperature > 0]
