@@ -224,11 +224,13 @@ class KnobMeasure:
     meaning: str
 
 
+_LATE_LOSS = KnobMeasure("sft", "loss", True, "training loss, last half of the steps")
+
 #: The measure each knob exercise compares. Every one is logged at every step, so its
 #: step-to-step spread gives the noise the difference is judged against.
 KNOB_MEASURES: dict[str, KnobMeasure] = {
-    "sft_learning_rate": KnobMeasure("sft", "loss", True, "training loss, last half of the steps"),
-    "sft_negative_types": KnobMeasure("sft", "loss", True, "training loss, last half of the steps"),
+    "sft_learning_rate": _LATE_LOSS,
+    "sft_negative_types": _LATE_LOSS,
     "reasoning": KnobMeasure("sft", TOKENS_PER_STEP, False, "tokens trained per step"),
     "grpo_beta": KnobMeasure("grpo", "kl", False, "KL to the reference model per step"),
     "grpo_num_generations": KnobMeasure(
