@@ -187,7 +187,8 @@ def test_preflight_keeps_prompts_with_variance_and_stops_when_there_is_none(smok
     loaded = load_model(profile)
     rows = grpo_rows(pairs, by_id)
     checked = preflight(loaded, rows, 2, 12, (_length,), n_prompts=3, seed=0)
-    assert checked.checked == 3 and 1 <= len(checked.kept) <= 3
+    assert checked.checked == 3 and 1 <= checked.varied <= 3
+    assert checked.varied <= len(checked.kept) <= 4  # whole pairs: 1.5 pairs were sampled
     assert all(row in rows for row in checked.kept)
     assert len(checked.group_rewards) == 3 and all(len(g) == 2 for g in checked.group_rewards)
     # the groups as notebook 04 shows them: each completion beside its reward (here its length)
@@ -200,6 +201,33 @@ def test_preflight_keeps_prompts_with_variance_and_stops_when_there_is_none(smok
     with pytest.raises(DataError, match="same reward") as err:
         preflight(loaded, rows, 2, 12, (_constant,), n_prompts=3, seed=0)
     assert "grpo_num_generations" in str(err.value)
+
+
+def _varies_when_b(completions, label, **kw):
+    """A reward whose groups vary only where the right answer is B (a judge sure of its As)."""
+    return [_length([c])[0] if lab == "B" else 1.0 for c, lab in zip(completions, label,
+                                                                     strict=True)]  # fmt: skip
+
+
+def test_preflight_keeps_both_orders_of_a_pair_so_no_letter_pays_more(smoke_pairs):
+    """Run cpu-e kept only the prompts whose own group varied: 4 with the right answer at A, 2
+    at B, so on average its rewards favoured one letter. Kept pairs must come in both orders,
+    also an order that ``n_prompts`` cut off before it was sampled, so the kept prompts are
+    exactly label-balanced."""
+    from persrm_utils.models.loader import load_model
+    from persrm_utils.train.grpo import grpo_rows, preflight
+
+    pairs, by_id = smoke_pairs
+    loaded = load_model(get_profile("smoke"))
+    rows = grpo_rows(pairs, by_id)
+    checked = preflight(loaded, rows, 2, 12, (_varies_when_b,), n_prompts=5, seed=0)
+    sampled_b = [lab == "B" for lab in checked.labels]
+    assert checked.checked == 5 and 1 <= checked.varied <= sum(sampled_b)
+    assert [row["label"] for row in checked.kept].count("A") == checked.varied
+    assert [row["label"] for row in checked.kept].count("B") == checked.varied
+    kept_ids = [row["pair_id"] for row in checked.kept]
+    assert all(kept_ids.count(pid) == 2 for pid in kept_ids)  # whole pairs, both orders
+    assert all(row in rows for row in checked.kept)
 
 
 # --- diagnosis ------------------------------------------------------------------------------------

@@ -176,7 +176,8 @@ def test_the_results_record_agrees_with_the_runs_generated_page():
             assert cell.startswith(f"{entry['accuracy']:.3f}") and f"n={entry['n']}" in cell
     sft, grpo = result["sft"], result["grpo"]
     assert f"{sft['steps']} steps on {sft['traces']} traces" in page
-    assert f"{grpo['preflight_kept']} of {grpo['preflight_checked']} training prompts" in page
+    varied = grpo.get("preflight_varied", grpo["preflight_kept"])  # older records: kept = varied
+    assert f"{varied} of {grpo['preflight_checked']} training prompts" in page
 
 
 def test_found_blocks_say_not_yet_measured_without_a_record():

@@ -91,7 +91,9 @@ def _sft(p: Path) -> list[Path]:
 def _grpo(p: Path) -> list[Path]:
     history = [{"reward": -0.3049}, {"reward": 0.7}, {"reward": 1.2451}, {"train_runtime": 40.0}]
     return [
-        _json(p / "grpo" / "preflight.json", {"checked": 16, "kept": 5, "groups": 16.0}),
+        _json(
+            p / "grpo" / "preflight.json", {"checked": 16, "varied": 3, "kept": 6, "groups": 16.0}
+        ),
         _json(p / "grpo" / "train_log.json", {"steps": 3, "seconds": 40.4, "history": history}),
         _json(
             p / "grpo" / "val_reward.json",
@@ -250,7 +252,8 @@ def test_counts_are_counted_in_the_runs_files(run_path: Path):
     }
     assert r["grpo"] == {
         "preflight_checked": 16,
-        "preflight_kept": 5,
+        "preflight_kept": 6,
+        "preflight_varied": 3,
         "group": 4,
         "steps": 3,
         "seconds": 40,

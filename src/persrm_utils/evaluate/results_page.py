@@ -176,10 +176,14 @@ def _training_section(run_path: Path, figs: str) -> list[str]:
         )
     pre = _read_json(run_path / "grpo" / "preflight.json")
     if pre:
+        varied = pre.get("varied", pre["kept"])  # older runs kept only the prompts that varied
+        trained = (
+            "those" if varied == pre["kept"] else f"their pairs in both orders ({pre['kept']})"
+        )
         lines.append(
-            f"- **GRPO pre-flight**: {pre['kept']} of {pre['checked']} training prompts had reward "
+            f"- **GRPO pre-flight**: {varied} of {pre['checked']} training prompts had reward "
             f"variance in their group (share of uniform groups {pre['frac_reward_zero_std']:.2f}); "
-            "GRPO trained on those."
+            f"GRPO trained on {trained}."
         )
     grpo_log = _read_json(run_path / "grpo" / "train_log.json")
     if grpo_log and grpo_log.get("history"):

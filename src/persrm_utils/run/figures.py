@@ -360,8 +360,9 @@ def _setting(stage: str, profile: str) -> str:
         )
     if stage == "04_grpo_unsloth":
         return (
-            f"{p.grpo_max_steps} steps × G = {p.grpo_num_generations}, on the pre-flight's "
-            f"prompts with reward variance (of {p.grpo_preflight_prompts}); beta {p.grpo_beta:g}"
+            f"{p.grpo_max_steps} steps × G = {p.grpo_num_generations}, on the pairs with reward "
+            f"variance in the pre-flight (of {p.grpo_preflight_prompts} prompts), both orders; "
+            f"beta {p.grpo_beta:g}"
         )
     if stage == "05_evaluation":
         cap = f"at most {p.eval_max_pairs}" if p.eval_max_pairs else "all"
@@ -516,10 +517,16 @@ def _found_lines(stage: str, r: dict[str, Any]) -> list[str]:
             out += ["", by_type_table(r, ("SFT",))]
     elif stage == "04_grpo_unsloth" and grpo:
         rewards = ", ".join(f"{v:.2f}" for v in grpo["reward_per_step"])
+        varied = grpo.get("preflight_varied", grpo["preflight_kept"])
+        trained = (
+            "those"
+            if varied == grpo["preflight_kept"]
+            else f"their pairs in both orders ({grpo['preflight_kept']} prompts)"
+        )
         out.append(
-            f"- Pre-flight: {grpo['preflight_kept']} of {grpo['preflight_checked']} training "
-            f"prompts had reward variance in their group of {grpo['group']}; GRPO trained on "
-            f"those for {grpo['steps']} steps."
+            f"- Pre-flight: {varied} of {grpo['preflight_checked']} training prompts had reward "
+            f"variance in their group of {grpo['group']}; GRPO trained on {trained} for "
+            f"{grpo['steps']} steps."
         )
         out.append(f"- Training reward per step: {rewards}.")
         out.append(
@@ -818,6 +825,8 @@ def _grpo_section(files: _RunFiles, config: dict[str, Any]) -> dict[str, Any]:
     return {
         "preflight_checked": int(pre["checked"]),
         "preflight_kept": int(pre["kept"]),
+        # runs before both orders were kept recorded only "kept": the prompts that varied
+        "preflight_varied": int(pre.get("varied", pre["kept"])),
         "group": int(config["grpo_num_generations"]),
         "steps": int(log["steps"]),
         "seconds": round(float(log["seconds"])),

@@ -297,10 +297,16 @@ def sample_groups(
 class Preflight:
     """What sampling groups from the starting policy showed, before any GRPO step.
 
-    ``kept`` are the rows whose group of completions had reward variance: only they can produce
-    a gradient (GRPO's advantage is zero across a uniform group). Training on them alone is
-    DAPO's *dynamic sampling*, done once up front instead of at every step; on a CPU budget of
-    tens of steps it is the difference between learning and idling.
+    ``kept`` are the pairs with reward variance in the group of at least one of their two A/B
+    orders, both orders kept: only a group with variance produces a gradient (GRPO's advantage
+    is zero across a uniform group). Training on them alone is DAPO's *dynamic sampling*, done
+    once up front instead of at every step; on a CPU budget of tens of steps it is the
+    difference between learning and idling. Keeping the other order too makes the kept prompts
+    exactly label-balanced, so no letter earns more reward than the other on average; an
+    order whose group is uniform costs a forward pass and gives no gradient. It removes a bias,
+    not every collapse: run cpu-e kept only the varied orders (4 right at A, 2 at B) and still
+    collapsed onto B within two updates, after which every group was uniform and no gradient
+    could undo it.
     """
 
     checked: int
@@ -311,6 +317,9 @@ class Preflight:
     #: compares (the notebook shows a few groups beside their rewards).
     group_texts: list[list[str]] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+    #: How many checked prompts had reward variance in their own group (``kept`` adds the
+    #: other A/B order of each of their pairs).
+    varied: int = 0
 
     @property
     def kept_share(self) -> float:
@@ -344,19 +353,25 @@ def preflight(
     n_prompts: int,
     seed: int = 0,
 ) -> Preflight:
-    """Sample a group for ``n_prompts`` rows and keep the rows with reward variance.
+    """Sample a group for ``n_prompts`` rows and keep the pairs with reward variance.
 
     Rows are taken a whole pair at a time (both A/B orders, in a seeded-random order of pairs),
-    so the check sees the real text in both positions and the kept prompts stay close to
-    label-balanced.
+    so the check sees the real text in both positions. A pair is kept, in both orders, when the
+    group of either order varies: the kept prompts are then exactly label-balanced (as many
+    with the right text at A as at B), so no letter can earn more reward than the other.
 
     Raises :class:`~persrm_utils.errors.DataError` with what to change when no group varies:
     GRPO would then spend its whole budget on zero gradients.
     """
 
+    def pair_key(i: int, row: dict) -> str:  # a row without a pair id is a pair of its own
+        return f"pair:{row['pair_id']}" if row.get("pair_id") is not None else f"row:{i}"
+
     by_pair: dict[str, list[dict]] = {}
-    for row in rows:
-        by_pair.setdefault(str(row.get("pair_id")), []).append(row)
+    key_of: dict[int, str] = {}
+    for i, row in enumerate(rows):
+        key_of[id(row)] = pair_key(i, row)
+        by_pair.setdefault(key_of[id(row)], []).append(row)
     pair_ids = sorted(by_pair)
     random.Random(seed).shuffle(pair_ids)
     picked: list[dict] = []
@@ -371,7 +386,10 @@ def preflight(
     parts = [fn(texts, label=labels, answer_prefix=prefixes) for fn in reward_funcs]
     totals = [sum(vals) for vals in zip(*parts, strict=True)]
     groups = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
-    kept = [row for row, g in zip(picked, groups, strict=True) if statistics.pstdev(g) > 0]
+    varied = [row for row, g in zip(picked, groups, strict=True) if statistics.pstdev(g) > 0]
+    # both orders of every pair with a varied group, also an order that n_prompts left unsampled
+    kept_pairs = dict.fromkeys(key_of[id(row)] for row in varied)
+    kept = [row for key in kept_pairs for row in by_pair[key]]
     signal = group_signal(totals, group_size)
     if not kept:
         raise DataError(
@@ -384,4 +402,5 @@ def preflight(
             "(grpo_num_generations) or a higher temperature gives variance a better chance.",
         )
     group_texts = [texts[i : i + group_size] for i in range(0, len(texts), group_size)]
-    return Preflight(len(picked), kept, signal, groups, group_texts, [r["label"] for r in picked])
+    labels_checked = [r["label"] for r in picked]
+    return Preflight(len(picked), kept, signal, groups, group_texts, labels_checked, len(varied))
