@@ -299,9 +299,26 @@ def test_the_diagnosis_says_learned_but_not_the_person_when_the_effect_may_be_ze
     assert "user-swap items" in message  # what to change
     reads = personalization_message({"n_pairs": 40, "effect": 0.2, "ci_low": 0.1, "ci_high": 0.3})
     assert reads.startswith("READS THE PERSON")
+    swap_above = {"n_pairs": 100, "accuracy": 0.66, "ci_low": 0.6, "ci_high": 0.72}
+    assert personalization_message(flat, swap_above).startswith("READS THE PERSON")
     assert "not measured" in personalization_message(
         {"n_pairs": 4, "effect": 0.0, "ci_low": 0.0, "ci_high": 0.0}
     )
+
+
+def test_an_exemplar_effect_with_user_swap_at_chance_is_not_called_reading_the_person():
+    """Run cpu-e's collapsed judge had an exemplar effect of +0.048 [+0.022, +0.078] (it leaned
+    on B even more without the exemplars) and a user-swap accuracy of 0.510 [0.492, 0.530]:
+    notebook 05 and the run page called it "READS THE PERSON". Where only the exemplars can
+    decide it was at chance, so the sentence must say the effect is not personalization."""
+    from persrm_utils.judge.diagnosis import HELPED_NOT_SHOWN, personalization_message
+
+    effect = {"n_pairs": 115, "effect": 0.048, "ci_low": 0.022, "ci_high": 0.078}
+    at_chance = {"n_pairs": 100, "accuracy": 0.51, "ci_low": 0.492, "ci_high": 0.53}
+    message = personalization_message(effect, at_chance)
+    assert message.startswith(HELPED_NOT_SHOWN) and "READS THE PERSON" not in message
+    assert "+0.048 [+0.022, +0.078]" in message and "0.510 [0.492, 0.530]" in message
+    assert "position bias" in message  # where to look next
 
 
 def test_a_judge_that_writes_nothing_is_called_broken_not_untrained():

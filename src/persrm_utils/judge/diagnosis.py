@@ -158,6 +158,7 @@ def require_usable(diagnosis: Diagnosis, what: str) -> None:
 # ----------------------------------------------------------------------------------------------
 
 NOT_THE_PERSON = "LEARNED, BUT NOT THE PERSON"
+HELPED_NOT_SHOWN = "HELPED BY THE EXEMPLARS, BUT NOT SHOWN TO READ THE PERSON"
 
 
 def personalization_message(
@@ -169,7 +170,10 @@ def personalization_message(
     the exemplars minus with none, paired interval); ``user_swap`` is
     :func:`~persrm_utils.evaluate.metrics.user_swap_summary`'s, when the user-swap test ran. A
     judge whose exemplar-effect interval includes 0 may tell real from made-up text, but it has
-    not been shown to read the person: that is "learned, but not the person".
+    not been shown to read the person: that is "learned, but not the person". The user-swap
+    test decides first when it ran: there only the exemplars tell the two texts apart, while
+    a positive effect alone can come from anything the exemplars change (run cpu-e's effect,
+    +0.048 [+0.022, +0.078], came with a user-swap accuracy of 0.510 [0.492, 0.530]).
     """
     if not effect or effect.get("n_pairs", 0) < MIN_PAIRS_FOR_CI:
         n = 0 if not effect else int(effect.get("n_pairs", 0))
@@ -184,6 +188,18 @@ def personalization_message(
             f"{user_swap['ci_high']:.3f}] (0.5: ignores the exemplars)"
         )
     numbers = f"exemplar effect {eff}, n={int(effect['n_pairs'])}{swap}."
+    swap_measured = user_swap is not None and bool(swap)
+    if user_swap is not None and swap_measured and user_swap["ci_low"] > 0.5:
+        on_pairs = (
+            "The exemplars also measurably help on the test pairs."
+            if effect["ci_low"] > 0.0
+            else "On the test pairs the exemplars do not measurably help (the two texts alone "
+            "may decide most of them)."
+        )
+        return (
+            "READS THE PERSON: given two real texts that only the exemplars can tell apart, it "
+            f"picks the exemplars' author above chance. {on_pairs} {numbers}"
+        )
     if effect["ci_low"] <= 0.0 <= effect["ci_high"]:
         return (
             f"{NOT_THE_PERSON}: taking the exemplars away does not measurably change its "
@@ -191,9 +207,17 @@ def personalization_message(
             "text), not in the user's writing. What should teach it: pairs only the exemplars "
             "can decide, such as user-swap items (the same two real texts, each author's "
             "exemplars, no opening; `sft_user_swap_items`), and more or longer exemplars. Mixed "
-            "into SFT on SmolLM2-135M they did not leave chance (RESULTS.md lists the recipes "
-            "measured), so try them on a larger model, as a second SFT phase, or at a lower "
-            f"learning rate. {numbers}"
+            "into SFT on SmolLM2-135M, or given as a second SFT phase, they did not leave "
+            "chance (RESULTS.md lists the recipes measured): try them on a larger model. "
+            f"{numbers}"
+        )
+    if effect["ci_low"] > 0.0 and swap_measured:
+        return (
+            f"{HELPED_NOT_SHOWN}: its accuracy rises with the exemplars, but where only they "
+            "can decide (the user-swap test) it is not above chance. Something else the "
+            "exemplars change can give such a rise: run cpu-e's judge, leaning on one letter, "
+            "leaned on it even more without them. Read its position bias (how often it says "
+            f"A) before calling this personalization. {numbers}"
         )
     if effect["ci_low"] > 0.0:
         return f"READS THE PERSON: the exemplars measurably help. {numbers}"
