@@ -206,9 +206,10 @@ def personalization_message(
             "accuracy, so what it learned is in the two texts (e.g. spotting machine-made "
             "text), not in the user's writing. What should teach it: pairs only the exemplars "
             "can decide, such as user-swap items (the same two real texts, each author's "
-            "exemplars, no opening; `sft_user_swap_items`), and more or longer exemplars. Mixed "
-            "into SFT on SmolLM2-135M, or given as a second SFT phase, they did not leave "
-            "chance (RESULTS.md lists the recipes measured): try them on a larger model. "
+            "exemplars, no opening; `sft_user_swap_items`), and more or longer exemplars. On "
+            "SmolLM2-135M, mixed into SFT with the style_random pairs, they lifted the "
+            "user-swap test to 0.530 [0.503, 0.555] in one probe, and other mixes stayed at "
+            "chance (RESULTS.md lists the recipes measured); a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
