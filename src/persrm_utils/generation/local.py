@@ -138,12 +138,36 @@ class TransformersBackend:
             return self._run_batch(batch[:half]) + self._run_batch(batch[half:])
 
     def _generate_batch(self, batch: list[GenRequest]) -> list[GenResult]:
-        import torch
-
-        tok, model = self.tokenizer, self.hf_model
+        tok = self.tokenizer
         prompts = [prompt_text(tok, r.messages, r.prefix) for r in batch]
         if all(r.max_new_tokens == 1 for r in batch) and len(set(prompts)) < len(prompts):
             return self._one_token_groups(batch, prompts)
+        extra: dict[str, Any] = {}
+        if batch[0].temperature > 0:
+            from transformers import LogitsProcessorList
+
+            sampler = _SeededSampler([r.temperature for r in batch], [r.seed for r in batch])
+            extra["logits_processor"] = LogitsProcessorList([sampler])
+        longest = max(r.max_new_tokens for r in batch)
+        width, out, seconds = self._generate(prompts, longest, batch[0].seed, **extra)
+        seconds /= len(batch)
+        new_tokens = out[:, width:].tolist()
+        return [self._result(req, row, seconds) for req, row in zip(batch, new_tokens, strict=True)]
+
+    def _generate(
+        self, prompts: list[str], max_new_tokens: int, seed: int, **extra: Any
+    ) -> tuple[int, Any, float]:
+        """(prompt width, ``generate``'s output, seconds) for left-padded ``prompts``.
+
+        Greedy search over the scores, in eval mode and with the caller's random state left
+        untouched. For sampled rows a :class:`_SeededSampler` in ``extra`` has already left one
+        finite score per row, the token it drew, so "greedy" picks exactly that. Plain
+        temperature sampling, as the OpenAI API defines it, whatever top-p/top-k the model's own
+        generation config suggests: the same request means the same thing on every backend.
+        """
+        import torch
+
+        tok, model = self.tokenizer, self.hf_model
         # The template already holds any BOS token: adding special tokens again would double it.
         enc = tok(
             prompts,
@@ -152,38 +176,26 @@ class TransformersBackend:
             padding_side="left",
             add_special_tokens=False,
         ).to(model.device)
-        longest = max(r.max_new_tokens for r in batch)
-        kwargs: dict[str, Any] = dict(
-            max_new_tokens=longest,
-            pad_token_id=self._pad_id,
-            eos_token_id=self._eos_ids,
-            # Greedy search over the scores: for sampled rows, the sampler below has already
-            # left one finite score per row, the token it drew, so "greedy" picks exactly that.
-            # Plain temperature sampling, as the OpenAI API defines it, whatever top-p/top-k the
-            # model's own generation config suggests: the same request means the same thing on
-            # every backend.
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
-        if batch[0].temperature > 0:
-            from transformers import LogitsProcessorList
-
-            sampler = _SeededSampler([r.temperature for r in batch], [r.seed for r in batch])
-            kwargs["logits_processor"] = LogitsProcessorList([sampler])
         start = time.perf_counter()
         was_training = model.training
         model.eval()
         try:
             with torch.random.fork_rng(devices=_rng_devices(model)), torch.inference_mode():
-                torch.manual_seed(batch[0].seed)
-                out = model.generate(**enc, **kwargs)
+                torch.manual_seed(seed)
+                out = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=self._pad_id,
+                    eos_token_id=self._eos_ids,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    **extra,
+                )
         finally:
             model.train(was_training)
-        seconds = (time.perf_counter() - start) / len(batch)
-        new_tokens = out[:, enc["input_ids"].shape[1] :].tolist()
-        return [self._result(req, row, seconds) for req, row in zip(batch, new_tokens, strict=True)]
+        return enc["input_ids"].shape[1], out, time.perf_counter() - start
 
     def _one_token_groups(self, batch: list[GenRequest], prompts: list[str]) -> list[GenResult]:
         """One-token requests that share a prompt: one forward pass per distinct prompt.
@@ -196,44 +208,18 @@ class TransformersBackend:
         own seeded generator (:class:`_SeededSampler`) or takes the greedy token, so a request
         gets the token it would get batched with other prompts (up to float rounding).
         """
-        import torch
-
-        tok, model = self.tokenizer, self.hf_model
-        distinct = list(dict.fromkeys(prompts))
-        enc = tok(
-            distinct,
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-            add_special_tokens=False,
-        ).to(model.device)
-        start = time.perf_counter()
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                out = model.generate(
-                    **enc,
-                    max_new_tokens=1,
-                    pad_token_id=self._pad_id,
-                    eos_token_id=self._eos_ids,
-                    do_sample=False,
-                    temperature=None,
-                    top_p=None,
-                    top_k=None,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
-        finally:
-            model.train(was_training)
-        scores = out.scores[0][[distinct.index(p) for p in prompts]]
+        row_of = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+        _, out, seconds = self._generate(
+            list(row_of), 1, batch[0].seed, output_scores=True, return_dict_in_generate=True
+        )
+        scores = out.scores[0][[row_of[p] for p in prompts]]
         sampled = [i for i, r in enumerate(batch) if r.temperature > 0]
         tokens = scores.argmax(-1)
         if sampled:
             sampler = _SeededSampler([batch[i].temperature for i in sampled],
                                      [batch[i].seed for i in sampled])  # fmt: skip
             tokens[sampled] = sampler(None, scores[sampled]).argmax(-1)
-        seconds = (time.perf_counter() - start) / len(batch)
+        seconds /= len(batch)
         return [self._result(req, [int(t)], seconds) for req, t in zip(batch, tokens, strict=True)]
 
     def _result(self, req: GenRequest, row: list[int], seconds: float) -> GenResult:
