@@ -15,6 +15,7 @@ import pandas as pd
 
 from persrm_utils.evaluate.metrics import format_accuracy, format_interval
 from persrm_utils.judge.diagnosis import personalization_message
+from persrm_utils.run.figures import preflight_trained_on
 from persrm_utils.run.folders import RunFolder
 
 ALL_MODELS = (
@@ -177,9 +178,7 @@ def _training_section(run_path: Path, figs: str) -> list[str]:
     pre = _read_json(run_path / "grpo" / "preflight.json")
     if pre:
         varied = pre.get("varied", pre["kept"])  # older runs kept only the prompts that varied
-        trained = (
-            "those" if varied == pre["kept"] else f"their pairs in both orders ({pre['kept']})"
-        )
+        trained = preflight_trained_on(varied, pre["kept"])
         lines.append(
             f"- **GRPO pre-flight**: {varied} of {pre['checked']} training prompts had reward "
             f"variance in their group (share of uniform groups {pre['frac_reward_zero_std']:.2f}); "

@@ -188,8 +188,8 @@ def personalization_message(
             f"{user_swap['ci_high']:.3f}] (0.5: ignores the exemplars)"
         )
     numbers = f"exemplar effect {eff}, n={int(effect['n_pairs'])}{swap}."
-    swap_measured = user_swap is not None and bool(swap)
-    if user_swap is not None and swap_measured and user_swap["ci_low"] > 0.5:
+    swap_measured = bool(swap)  # the user-swap test ran on enough items to have an interval
+    if user_swap and swap_measured and user_swap["ci_low"] > 0.5:
         on_pairs = (
             "The exemplars also measurably help on the test pairs."
             if effect["ci_low"] > 0.0

@@ -337,6 +337,16 @@ def _types(types: Any) -> str:
     return "all four types" if not types else ", ".join(f"`{t}`" for t in types)
 
 
+def preflight_trained_on(varied: int, kept: int) -> str:
+    """What GRPO trained on, after "GRPO trained on": the varied prompts, or their pairs.
+
+    Runs before the pre-flight kept both A/B orders recorded only ``kept``, the prompts that
+    varied; newer ones keep every order of those prompts' pairs. The run page and the "found"
+    blocks say it the same way.
+    """
+    return "those" if varied == kept else f"their pairs in both orders ({kept} prompts)"
+
+
 def _setting(stage: str, profile: str) -> str:
     """What ``profiles.py`` sets for ``stage``: a setting, true before any run."""
     p = get_profile(profile)
@@ -518,11 +528,7 @@ def _found_lines(stage: str, r: dict[str, Any]) -> list[str]:
     elif stage == "04_grpo_unsloth" and grpo:
         rewards = ", ".join(f"{v:.2f}" for v in grpo["reward_per_step"])
         varied = grpo.get("preflight_varied", grpo["preflight_kept"])
-        trained = (
-            "those"
-            if varied == grpo["preflight_kept"]
-            else f"their pairs in both orders ({grpo['preflight_kept']} prompts)"
-        )
+        trained = preflight_trained_on(varied, grpo["preflight_kept"])
         out.append(
             f"- Pre-flight: {varied} of {grpo['preflight_checked']} training prompts had reward "
             f"variance in their group of {grpo['group']}; GRPO trained on {trained} for "

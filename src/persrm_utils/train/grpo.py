@@ -368,28 +368,27 @@ def preflight(
         return f"pair:{row['pair_id']}" if row.get("pair_id") is not None else f"row:{i}"
 
     by_pair: dict[str, list[dict]] = {}
-    key_of: dict[int, str] = {}
     for i, row in enumerate(rows):
-        key_of[id(row)] = pair_key(i, row)
-        by_pair.setdefault(key_of[id(row)], []).append(row)
+        by_pair.setdefault(pair_key(i, row), []).append(row)
     pair_ids = sorted(by_pair)
     random.Random(seed).shuffle(pair_ids)
     picked: list[dict] = []
+    picked_pair: list[str] = []  # the pair of each picked row
     for pid in pair_ids:  # whole pairs, so both A/B orders of a pair are checked together
         if len(picked) >= n_prompts:
             break
         picked += by_pair[pid]
-    picked = picked[:n_prompts]
+        picked_pair += [pid] * len(by_pair[pid])
+    picked, picked_pair = picked[:n_prompts], picked_pair[:n_prompts]
     texts = sample_groups(loaded, picked, group_size, max_new_tokens, seed=seed)
     labels = [row["label"] for row in picked for _ in range(group_size)]
     prefixes = [row.get("answer_prefix", "") for row in picked for _ in range(group_size)]
     parts = [fn(texts, label=labels, answer_prefix=prefixes) for fn in reward_funcs]
     totals = [sum(vals) for vals in zip(*parts, strict=True)]
     groups = [totals[i : i + group_size] for i in range(0, len(totals), group_size)]
-    varied = [row for row, g in zip(picked, groups, strict=True) if statistics.pstdev(g) > 0]
+    varied = [pid for pid, g in zip(picked_pair, groups, strict=True) if statistics.pstdev(g) > 0]
     # both orders of every pair with a varied group, also an order that n_prompts left unsampled
-    kept_pairs = dict.fromkeys(key_of[id(row)] for row in varied)
-    kept = [row for key in kept_pairs for row in by_pair[key]]
+    kept = [row for pid in dict.fromkeys(varied) for row in by_pair[pid]]
     signal = group_signal(totals, group_size)
     if not kept:
         raise DataError(
