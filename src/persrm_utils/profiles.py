@@ -194,6 +194,11 @@ class Profile(BaseModel):
         description="user-swap items of unseen authors judged in 05 (4 verdicts each: both "
         "users, both orders); CPU time",
     )
+    eval_user_swap_sft: bool = Field(
+        default=True,
+        description="also judge the user-swap items with the SFT judge when GRPO ran (4 "
+        "verdicts per item more): shows whether GRPO kept what SFT learned to read",
+    )
     bt_max_steps: int | None = Field(
         default=None, ge=1, description="Bradley-Terry RM steps in 05 (None: sft_max_steps)"
     )
@@ -321,15 +326,17 @@ _CPU: dict[str, Any] = dict(
     bt_max_steps=8,
     eval_max_seen_pairs=12,
     eval_zero_shot_pairs=24,  # the untrained base model is a reference: 48 verdicts, not 254
+    eval_user_swap_sft=False,  # 400 more verdicts, about 5 minutes: cpu-long measures it
     bon_tasks=4,
     bon_n=3,
     policy_grpo_steps=2,
 )
 
 _CPU_LONG_DESCRIPTION = (
-    "The cpu recipe given more time: SFT on both blatant negative types (style_random and "
-    "style_mimic) for 2 epochs, then 30 GRPO steps; evaluated on all four types. Not yet "
-    "measured with this recipe."
+    "The cpu recipe plus the one personalization lever a probe measured above chance: 48 "
+    "user-swap items of training authors mixed into SFT (the same two real texts with each "
+    "author's exemplars, no opening: only the exemplars decide). The SFT judge's user-swap "
+    "accuracy is measured beside the final judge's. Not yet measured as a full run."
 )
 
 _BASE: dict[str, dict[str, Any]] = {
@@ -373,9 +380,10 @@ _BASE: dict[str, dict[str, Any]] = {
     "cpu-long": dict(
         **{
             **_CPU,
-            "sft_epochs": 2.0,
-            "sft_negative_types": ("style_random", "style_mimic"),
-            "grpo_max_steps": 30,
+            # probe us99m48 (RESULTS.md): user-swap 0.530 [0.503, 0.555] on unseen authors, the
+            # first interval above 0.5; about 36 more SFT steps than cpu (estimate: 12 minutes)
+            "sft_user_swap_items": 48,
+            "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
         }
         | {"description": _CPU_LONG_DESCRIPTION},
     ),

@@ -45,3 +45,43 @@ def test_sft_user_swap_items_are_added_only_when_the_profile_asks(tmp_path):
     assert sft_pairs([], get_profile("smoke"), by_id) == []
     added = sft_pairs([], get_profile("smoke", sft_user_swap_items=4), by_id)
     assert len(added) == 8 and {p.negative_type for p in added} == {"user_swap"}
+
+
+def test_the_sft_judge_is_measured_on_user_swap_only_when_the_profile_asks(
+    tmp_path, monkeypatch, runs_root
+):
+    """Run cpu-f measured only the final judge (SFT + GRPO) on the user-swap test, so a run
+    could not tell a lever that SFT learned and GRPO lost from one that never took:
+    ``eval_user_swap_sft`` judges the same items with the SFT adapter too."""
+    from smoke_run import build_smoke_run
+
+    from persrm_utils.evaluate.held_out import GRPO, SFT
+    from persrm_utils.evaluate.personalization import NGRAMS, measure_personalization
+    from persrm_utils.models.loader import add_lora, load_model
+    from persrm_utils.records import Exemplar, Pair, read_jsonl
+    from persrm_utils.train.trainer import ADAPTER
+
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    profile = get_profile("smoke", max_completion_length=4)
+    run = build_smoke_run("swap").path
+    loaded = load_model(profile)
+    add_lora(loaded, profile)
+    for folder in ("sft", "grpo"):
+        loaded.model.save_pretrained(run / folder / ADAPTER)
+    del loaded
+    by_id = {e.text_id: e for e in read_jsonl(run / "exemplars.jsonl", Exemplar)}
+    pairs = read_jsonl(run / "pairs" / "test.jsonl", Pair)
+    judged = {SFT: [], GRPO: []}  # the main judging is notebook 05's; here only user-swap runs
+
+    summary, extra, swap = measure_personalization(profile, run, pairs, by_id, judged, 2)
+    assert summary["final"] == GRPO
+    assert list(summary["models"]) == [SFT, GRPO, NGRAMS]
+    for name in (SFT, GRPO):
+        assert summary["models"][name]["user_swap"]["n_pairs"] == 2
+        assert summary["models"][name]["exemplar_effect"] is None  # no k = 0 run was given
+        assert len(extra[f"{name}, user-swap"]) == 2 * len(swap)  # both orders of each pair
+    assert len(swap) == 4  # 2 items x 2 users
+
+    cheap = profile.override(eval_user_swap_sft=False)
+    summary, extra, _ = measure_personalization(cheap, run, pairs, by_id, judged, 2)
+    assert list(summary["models"]) == [GRPO, NGRAMS] and f"{SFT}, user-swap" not in extra

@@ -1,6 +1,7 @@
 """Does the judge read the person? The exemplar effect and the user-swap test of one run.
 
-Two figures, measured for the final generative judge and for the baselines that can take them:
+Two figures, measured for the final generative judge (and the SFT judge before GRPO, when the
+profile asks) and for the baselines that can take them:
 
 * the **exemplar effect**: accuracy on the unseen-author pairs with the profile's exemplars minus
   accuracy on the same pairs with none (k = 0), with a paired pair-level interval
@@ -27,6 +28,7 @@ from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
 from persrm_utils.evaluate.held_out import GRPO, SFT
 from persrm_utils.evaluate.metrics import exemplar_effect, predictions_frame, user_swap_summary
 from persrm_utils.judge.judging import Judgement, judge_pairs
+from persrm_utils.models.loader import release_memory
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
 from persrm_utils.train.sft import ADAPTER, load_with_adapter
@@ -65,6 +67,9 @@ def measure_personalization(
     ``judged`` is notebook 05's dict of judgements (the final judge's ``"…, k=0"`` run included);
     ``bt`` the Bradley-Terry reward model and tokenizer when it was trained. The final judge is
     SFT + GRPO when its adapter exists, else SFT; it is reloaded to judge the user-swap items.
+    With ``profile.eval_user_swap_sft`` the SFT judge is measured too when GRPO followed it
+    (its exemplar effect only where a ``"SFT, k=0"`` run is in ``judged``): a run then shows
+    whether GRPO kept, raised or lost what SFT had learned to read.
     """
     unseen = [p for p in pairs if p.split == "test"]
     exemplars = list(by_id.values())
@@ -74,21 +79,25 @@ def measure_personalization(
     extra: dict[str, list[Judgement]] = {}
     models: dict[str, dict[str, Any]] = {}
     final = GRPO if (run_path / "grpo" / ADAPTER).exists() else SFT
-    if final in judged:
-        test_ids = {p.pair_id for p in unseen}
-        with_k = [j for j in judged[final] if j.pair_id in test_ids]
-        blind = judged.get(f"{GRPO}, k=0") if final == GRPO else None
+    # the SFT judge too, when GRPO followed it and the profile asks: did GRPO keep what SFT read?
+    tuned_judges = [SFT, final] if final == GRPO and profile.eval_user_swap_sft else [final]
+    test_ids = {p.pair_id for p in unseen}
+    for name in tuned_judges:
+        if name not in judged:
+            continue
+        with_k = [j for j in judged[name] if j.pair_id in test_ids]
+        blind = judged.get(f"{name}, k=0")
         row: dict[str, Any] = {"exemplar_effect": _effect(with_k, blind, unseen) if blind else None}
-        tuned = load_with_adapter(
-            profile, run_path / ("grpo" if final == GRPO else "sft") / ADAPTER
-        )
-        extra[f"{final}, user-swap"] = judge_pairs(
+        tuned = load_with_adapter(profile, run_path / ("grpo" if name == GRPO else "sft") / ADAPTER)
+        extra[f"{name}, user-swap"] = judge_pairs(
             tuned.model, tuned.tokenizer, swap_pairs, dict(by_id),
-            profile.max_completion_length, f"{profile.model_name}:{final}:user-swap",
+            profile.max_completion_length, f"{profile.model_name}:{name}:user-swap",
             both_orders=True, batch_size=batch_size, prefix=profile.answer_prefix,
         )  # fmt: skip
-        row["user_swap"] = _swap(extra[f"{final}, user-swap"], swap_pairs)
-        models[final] = row
+        del tuned  # one judge in memory at a time (a 7B one on 24gb)
+        release_memory()
+        row["user_swap"] = _swap(extra[f"{name}, user-swap"], swap_pairs)
+        models[name] = row
     ngrams_k = stylometric_baseline(unseen, by_id)
     extra[f"{NGRAMS}, k=0"] = stylometric_baseline(unseen, by_id, k=0)
     extra[f"{NGRAMS}, user-swap"] = stylometric_baseline(swap_pairs, by_id)

