@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -361,6 +362,47 @@ def test_a_judge_that_reads_the_person_scores_one_and_is_right_under_both():
     invalid = _verdicts(pairs, lambda p, s, a, b: None)
     out = user_swap_summary(predictions_frame(invalid, pairs, "mute"), pairs)
     assert out["accuracy"] == 0.0 and out["parse_failure_rate"] == 1.0
+
+
+def test_user_swap_difference_is_paired_by_item_and_refuses_other_items():
+    """Runs cpu-f and cpu-long-a judged the same 100 user-swap items; their side-by-side
+    intervals overlapped (0.480 [0.448, 0.512] and 0.535 [0.502, 0.562]) while the paired
+    difference did not include zero: a recipe change is read per item, not by two intervals."""
+    from persrm_utils.evaluate.metrics import user_swap_difference
+    from persrm_utils.judge.format import label
+
+    pairs = _swap_items(12)
+    oracle = predictions_frame(_verdicts(pairs, lambda p, s, a, b: label(p, s)), pairs, "o")
+    blind = predictions_frame(
+        _verdicts(pairs, lambda p, s, a, b: "A" if len(a) >= len(b) else "B"), pairs, "b"
+    )
+    out = user_swap_difference(oracle, blind, pairs)
+    assert out["n_items"] == 12 and out["difference"] == 0.5
+    assert (out["ci_low"], out["ci_high"]) == (0.5, 0.5)  # every item moves by the same 0.5
+    assert (out["accuracy_x"], out["accuracy_y"]) == (1.0, 0.5)
+    assert user_swap_difference(blind, blind, pairs)["difference"] == 0.0
+    first_half = blind[blind["pair_id"].isin({p.pair_id for p in pairs[:12]})]
+    assert user_swap_difference(oracle, first_half, pairs)["n_items"] == 6  # common items only
+    with pytest.raises(DataError, match="no matching user-swap pair"):
+        user_swap_difference(oracle, blind.assign(pair_id="elsewhere"), pairs)
+
+
+def test_compare_user_swap_names_the_file_and_the_models_it_has(tmp_path):
+    from persrm_utils.evaluate.personalization import compare_user_swap
+    from persrm_utils.profiles import get_profile
+
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "exemplars.jsonl").write_text("")
+    row = {"model": "SFT + GRPO, user-swap", "pair_id": "p", "negative_type": "user_swap",
+           "swap": False, "label": "A", "letter": "A", "reason": "ok"}  # fmt: skip
+    (tmp_path / "eval" / "personalization_predictions.jsonl").write_text(json.dumps(row) + "\n")
+    smoke = get_profile("smoke")
+    with pytest.raises(
+        DataError, match=r"no user-swap verdicts of model 'SFT'.*one of: SFT \+ GRPO"
+    ):
+        compare_user_swap(tmp_path, "SFT", tmp_path, "SFT + GRPO", smoke)
+    with pytest.raises(DataError, match="run notebook 05"):
+        compare_user_swap(tmp_path, "SFT + GRPO", tmp_path / "none", "SFT + GRPO", smoke)
 
 
 def test_format_interval_says_n_and_refuses_tiny_samples():

@@ -346,3 +346,53 @@ def user_swap_summary(
         if len(frame)
         else np.nan,
     }
+
+
+def user_swap_difference(
+    df_x: pd.DataFrame,
+    df_y: pd.DataFrame,
+    pairs: Sequence[Pair],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | int]:
+    """User-swap accuracy of judge x minus judge y, on the same items, paired.
+
+    Two runs of one profile's data judge the same user-swap items, so a change of recipe can be
+    read as a difference per item with one interval (a bootstrap of the per-item differences),
+    as :func:`exemplar_effect` does for pairs: two side-by-side intervals would overlap long
+    after the paired one has left zero. ``df_x`` and ``df_y`` are :func:`predictions_frame`
+    outputs on the user-swap ``pairs``; only items judged by both count, none in common is an
+    error.
+    """
+    scores = []
+    for df in (df_x, df_y):
+        _check_columns(df, ["pair_id", "correct"])
+        group = {p.pair_id: p.meta.get("swap_group") for p in pairs}
+        unknown = sorted(set(df["pair_id"]) - set(group))
+        if unknown:
+            raise DataError(
+                f"judgement for pair '{unknown[0]}' has no matching user-swap pair",
+                "compare runs of the same data (corpus, authors, texts, seed and "
+                "eval_user_swap_items), and pass the user-swap pairs they were judged on.",
+                field="pair_id",
+            )
+        scores.append(df.groupby(df["pair_id"].map(group))["correct"].mean().astype(float))
+    common = scores[0].index.intersection(scores[1].index).sort_values()
+    if not len(common):
+        raise DataError(
+            "the two judges have no user-swap item in common",
+            "compare runs of the same data (corpus, authors, texts, seed and "
+            "eval_user_swap_items).",
+            field="pair_id",
+        )
+    diffs = (scores[0][common] - scores[1][common]).to_numpy()
+    low, high = bootstrap_ci(diffs, n_boot, seed, level)
+    return {
+        "n_items": len(common),
+        "difference": float(diffs.mean()),
+        "ci_low": low,
+        "ci_high": high,
+        "accuracy_x": float(scores[0][common].mean()),
+        "accuracy_y": float(scores[1][common].mean()),
+    }

@@ -18,19 +18,26 @@ are left as they are.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
+from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
 from persrm_utils.evaluate.held_out import GRPO, SFT
-from persrm_utils.evaluate.metrics import exemplar_effect, predictions_frame, user_swap_summary
+from persrm_utils.evaluate.metrics import (
+    exemplar_effect,
+    predictions_frame,
+    user_swap_difference,
+    user_swap_summary,
+)
 from persrm_utils.judge.judging import Judgement, judge_pairs
 from persrm_utils.models.loader import release_memory
 from persrm_utils.profiles import Profile
-from persrm_utils.records import Exemplar, Pair
+from persrm_utils.records import Exemplar, Pair, read_jsonl
 from persrm_utils.train.sft import ADAPTER, load_with_adapter
 
 NGRAMS, BT = "stylometric (char n-grams)", "Bradley-Terry RM"
@@ -122,3 +129,53 @@ def measure_personalization(
         "models": models,
     }
     return summary, extra, swap_pairs
+
+
+def _user_swap_judgements(run_path: Path, model: str) -> list[Judgement]:
+    """One model's user-swap verdicts from a run's ``eval/personalization_predictions.jsonl``."""
+    path = run_path / "eval" / "personalization_predictions.jsonl"
+    if not path.exists():
+        raise DataError(
+            f"{path} does not exist",
+            "run notebook 05 (05_evaluation) of that run first.",
+        )
+    name = f"{model}, user-swap"
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    picked = [r for r in rows if r.get("model") == name]
+    if not picked:
+        found = sorted({str(r.get("model", "")).removesuffix(", user-swap") for r in rows
+                        if str(r.get("model", "")).endswith(", user-swap")})  # fmt: skip
+        raise DataError(
+            f"{path} has no user-swap verdicts of model '{model}'",
+            f"pick one of: {', '.join(found) or 'none'}.",
+            field="model",
+        )
+    fields = ("pair_id", "negative_type", "swap", "label", "letter", "reason")
+    return [Judgement(**{f: r.get(f) for f in fields}, completion=r.get("completion", ""))
+            for r in picked]  # fmt: skip
+
+
+def compare_user_swap(
+    run_x: Path, model_x: str, run_y: Path, model_y: str, profile: Profile
+) -> dict[str, Any]:
+    """User-swap accuracy of ``model_x`` in ``run_x`` minus ``model_y`` in ``run_y``, paired.
+
+    Two runs of the same data (``profile``: the corpus, authors, texts, k and seed; the
+    recipe may differ) judge the same user-swap items in notebook 05, so whether a change of
+    recipe moved the figure is one paired interval over items
+    (:func:`~persrm_utils.evaluate.metrics.user_swap_difference`). The items are rebuilt from
+    ``run_x``'s exemplars; ``run_y`` must have judged the same ones.
+    """
+    x = _user_swap_judgements(run_x, model_x)
+    y = _user_swap_judgements(run_y, model_y)
+    exemplars = read_jsonl(run_x / "exemplars.jsonl", Exemplar)
+    swap_pairs, _ = unseen_user_swap_pairs(
+        exemplars, profile.eval_user_swap_items, profile.max_exemplars, profile.seed
+    )
+    return _clean(
+        user_swap_difference(
+            predictions_frame(x, swap_pairs, model_x),
+            predictions_frame(y, swap_pairs, model_y),
+            swap_pairs,
+        )
+    )
