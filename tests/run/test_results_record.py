@@ -392,6 +392,24 @@ def test_the_05_block_leads_with_personalization(run_path: Path):
     assert plain.split(head, 1)[1].startswith("On 11 unseen-author test pairs")
 
 
+def test_the_05_block_gives_the_sft_judges_user_swap_after_the_final_one(run_path: Path):
+    """Run cpu-long-a measured the SFT judge on the user-swap test (0.550) beside the final
+    judge (0.535); the block showed only the final judge, so a reader could not see that GRPO
+    had lost 0.015 of what SFT read."""
+    record = figures.results_from_run(run_path)
+    record["personalization"]["models"]["SFT"] = {
+        "exemplar_effect": None,
+        "user_swap": {"accuracy": 0.55, "ci": [0.52, 0.583], "n": 100, "both_right": 0.18},
+    }
+    lines = figures.found_block("05_evaluation", {"cpu": record}).splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("- User-swap"))
+    assert lines[first].startswith("- User-swap accuracy of the final judge, SFT + GRPO")
+    assert lines[first + 2] == (
+        "- User-swap accuracy of the SFT judge, before GRPO: 0.550 [0.520, 0.583], n=100 items."
+    )  # after the final judge's two lines; no exemplar effect line for it (not measured)
+    assert lines[first + 3].startswith("- User-swap accuracy of stylometric (char n-grams)")
+
+
 def test_sync_writes_the_record_and_the_runs_page(run_path: Path, tmp_path: Path):
     root = tmp_path / "repo"
     results = root / "docs" / "results" / "smoke"

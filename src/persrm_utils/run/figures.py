@@ -477,15 +477,18 @@ def _interval(entry: dict[str, Any], value: str, unit: str, signed: bool = False
 
 def _personalization_lines(p: dict[str, Any]) -> list[str]:
     """Does the judge read the person? The final judge's user-swap accuracy and exemplar effect
-    first, then the char n-gram baseline's and the Bradley-Terry RM's when measured."""
+    first, then the SFT judge's when GRPO followed it and the profile measured it (did GRPO keep
+    what SFT read?), then the char n-gram baseline's and the Bradley-Terry RM's when measured."""
     models, final = p.get("models") or {}, p.get("final")
     out = []
-    for name in dict.fromkeys((final, *PERSONALIZATION_BASELINES)):
+    for name in dict.fromkeys((final, "SFT", *PERSONALIZATION_BASELINES)):
         row = models.get(name) if name else None
         if not row:
             continue
         is_final = name == final
         who = f"of the final judge, {name}" if is_final else f"of {name}"
+        if name == "SFT" and not is_final:
+            who = "of the SFT judge, before GRPO"
         swap, effect = row.get("user_swap"), row.get("exemplar_effect")
         if swap:
             why = (
