@@ -60,6 +60,13 @@ def main(argv: list[str]) -> int:
         default=None,
         help="a curriculum's second stage: merge this earlier SFT adapter into the model first",
     )
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the profile's seed: which authors are unseen, which texts pair up, the LoRA init "
+        "(a second seed asks whether a figure survives another draw)",
+    )
     ap.add_argument("--gen-budget-s", type=float, default=600.0, help="LLM negatives budget")
     ap.add_argument("--out", type=Path, default=Path("runs/probe"))
     ap.add_argument("--log", type=Path, default=Path("runs/probe/recipes.jsonl"))
@@ -89,6 +96,7 @@ def main(argv: list[str]) -> int:
         user_swap_train=args.user_swap_train,
         user_swap_test=args.user_swap_test,
         init_adapter=args.init_adapter,
+        seed=args.seed,
     )
     start = time.perf_counter()
     result = run_probe(recipe, args.out / (args.name or recipe.slug()))
