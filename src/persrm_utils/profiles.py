@@ -336,7 +336,8 @@ _CPU_LONG_DESCRIPTION = (
     "The cpu recipe plus the one personalization lever a probe measured above chance: 48 "
     "user-swap items of training authors mixed into SFT (the same two real texts with each "
     "author's exemplars, no opening: only the exemplars decide). The SFT judge's user-swap "
-    "accuracy is measured beside the final judge's. Not yet measured as a full run."
+    "accuracy is measured beside the final judge's. The measured time and what it learns "
+    "are in RESULTS.md."
 )
 
 _BASE: dict[str, dict[str, Any]] = {
