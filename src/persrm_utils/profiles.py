@@ -381,8 +381,8 @@ _BASE: dict[str, dict[str, Any]] = {
     "cpu-long": dict(
         **{
             **_CPU,
-            # probe us99m48 (RESULTS.md): user-swap 0.530 [0.503, 0.555] on unseen authors, the
-            # first interval above 0.5; about 36 more SFT steps than cpu (estimate: 12 minutes)
+            # probes us99m48 and us99m48s1 (two seeds, RESULTS.md): user-swap 0.530 and 0.543 on
+            # unseen authors, intervals above 0.5; 36 more SFT steps than cpu (run cpu-long-a)
             "sft_user_swap_items": 48,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
         }
