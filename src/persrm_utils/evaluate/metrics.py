@@ -251,6 +251,30 @@ def format_interval(value: float, low: float, high: float, n: int) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}], n={n}"
 
 
+def _paired_difference(
+    x: pd.Series, y: pd.Series, none_in_common: DataError, n_boot: int, seed: int, level: float
+) -> tuple[int, float, float, float, float, float]:
+    """(n, mean of x - y, interval low, high, mean x, mean y) over the units both score.
+
+    ``x`` and ``y`` hold one score per unit (pair or user-swap item), indexed by the unit; the
+    interval is a bootstrap of the per-unit differences. No unit in common raises
+    ``none_in_common``.
+    """
+    common = x.index.intersection(y.index).sort_values()
+    if not len(common):
+        raise none_in_common
+    diffs = (x[common] - y[common]).to_numpy()
+    low, high = bootstrap_ci(diffs, n_boot, seed, level)
+    return (
+        len(common),
+        float(diffs.mean()),
+        low,
+        high,
+        float(x[common].mean()),
+        float(y[common].mean()),
+    )
+
+
 def exemplar_effect(
     with_k: pd.DataFrame,
     without: pd.DataFrame,
@@ -269,25 +293,53 @@ def exemplar_effect(
     """
     _check_columns(with_k, ["pair_id", "swap", "letter", "valid", "correct"])
     _check_columns(without, ["pair_id", "swap", "letter", "valid", "correct"])
-    score_k = with_k.groupby("pair_id")["correct"].mean().astype(float)
-    score_0 = without.groupby("pair_id")["correct"].mean().astype(float)
-    common = score_k.index.intersection(score_0.index).sort_values()
-    if not len(common):
-        raise DataError(
+    n, effect, low, high, acc_k, acc_0 = _paired_difference(
+        with_k.groupby("pair_id")["correct"].mean().astype(float),
+        without.groupby("pair_id")["correct"].mean().astype(float),
+        DataError(
             "the two predictions frames have no pair in common",
             "judge the same pairs with the exemplars and with k=0 (judge_pairs(..., k=0)).",
             field="pair_id",
-        )
-    diffs = (score_k[common] - score_0[common]).to_numpy()
-    low, high = bootstrap_ci(diffs, n_boot, seed, level)
+        ),
+        n_boot,
+        seed,
+        level,
+    )
     return {
-        "n_pairs": len(common),
-        "effect": float(diffs.mean()),
+        "n_pairs": n,
+        "effect": effect,
         "ci_low": low,
         "ci_high": high,
-        "accuracy_k": float(score_k[common].mean()),
-        "accuracy_0": float(score_0[common].mean()),
+        "accuracy_k": acc_k,
+        "accuracy_0": acc_0,
     }
+
+
+def _with_swap_groups(df: pd.DataFrame, pairs: Sequence[Pair], fix: str) -> pd.DataFrame:
+    """``df`` with each row's user-swap item (``group``) and ``user``, from the pairs' meta.
+
+    A judgement whose pair is not among ``pairs`` (``fix`` says what to pass instead), or a pair
+    without ``meta.swap_group``, is an error: grouping would silently drop or merge rows.
+    """
+    meta = {p.pair_id: p.meta for p in pairs}
+    missing = sorted(set(df["pair_id"]) - set(meta))
+    if missing:
+        raise DataError(
+            f"judgement for pair '{missing[0]}' has no matching user-swap pair",
+            fix,
+            field="pair_id",
+        )
+    frame = df.assign(
+        group=df["pair_id"].map(lambda i: meta[i].get("swap_group")),
+        user=df["pair_id"].map(lambda i: meta[i].get("user")),
+    )
+    if frame["group"].isna().any():
+        raise DataError(
+            "a pair without meta.swap_group was passed as a user-swap pair",
+            "build the pairs with persrm_utils.data.user_swap.user_swap_pairs.",
+            field="meta.swap_group",
+        )
+    return frame
 
 
 def user_swap_summary(
@@ -308,24 +360,9 @@ def user_swap_summary(
     right), which also scores exactly 0.5 (less if some of its outputs are invalid).
     """
     _check_columns(df, ["pair_id", "swap", "valid", "correct"])
-    meta = {p.pair_id: p.meta for p in pairs}
-    missing = sorted(set(df["pair_id"]) - set(meta))
-    if missing:
-        raise DataError(
-            f"judgement for pair '{missing[0]}' has no matching user-swap pair",
-            "pass the user-swap pairs the judge was run on (user_swap_pairs(...)).",
-            field="pair_id",
-        )
-    frame = df.assign(
-        group=df["pair_id"].map(lambda i: meta[i].get("swap_group")),
-        user=df["pair_id"].map(lambda i: meta[i].get("user")),
+    frame = _with_swap_groups(
+        df, pairs, "pass the user-swap pairs the judge was run on (user_swap_pairs(...))."
     )
-    if frame["group"].isna().any():
-        raise DataError(
-            "a pair without meta.swap_group was passed as a user-swap pair",
-            "build the pairs with persrm_utils.data.user_swap.user_swap_pairs.",
-            field="meta.swap_group",
-        )
     scores = frame.groupby("group", sort=True)["correct"].mean().astype(float)
     by_order = frame.pivot_table(
         index=["group", "swap"], columns="user", values="correct", aggfunc="max"
@@ -365,34 +402,34 @@ def user_swap_difference(
     outputs on the user-swap ``pairs``; only items judged by both count, none in common is an
     error.
     """
-    scores = []
+    fix = (
+        "compare runs of the same data (corpus, authors, texts, seed and eval_user_swap_items), "
+        "and pass the user-swap pairs they were judged on."
+    )
     for df in (df_x, df_y):
         _check_columns(df, ["pair_id", "correct"])
-        group = {p.pair_id: p.meta.get("swap_group") for p in pairs}
-        unknown = sorted(set(df["pair_id"]) - set(group))
-        if unknown:
-            raise DataError(
-                f"judgement for pair '{unknown[0]}' has no matching user-swap pair",
-                "compare runs of the same data (corpus, authors, texts, seed and "
-                "eval_user_swap_items), and pass the user-swap pairs they were judged on.",
-                field="pair_id",
-            )
-        scores.append(df.groupby(df["pair_id"].map(group))["correct"].mean().astype(float))
-    common = scores[0].index.intersection(scores[1].index).sort_values()
-    if not len(common):
-        raise DataError(
+    x, y = (
+        _with_swap_groups(df, pairs, fix).groupby("group")["correct"].mean().astype(float)
+        for df in (df_x, df_y)
+    )
+    n, difference, low, high, acc_x, acc_y = _paired_difference(
+        x,
+        y,
+        DataError(
             "the two judges have no user-swap item in common",
             "compare runs of the same data (corpus, authors, texts, seed and "
             "eval_user_swap_items).",
             field="pair_id",
-        )
-    diffs = (scores[0][common] - scores[1][common]).to_numpy()
-    low, high = bootstrap_ci(diffs, n_boot, seed, level)
+        ),
+        n_boot,
+        seed,
+        level,
+    )
     return {
-        "n_items": len(common),
-        "difference": float(diffs.mean()),
+        "n_items": n,
+        "difference": difference,
         "ci_low": low,
         "ci_high": high,
-        "accuracy_x": float(scores[0][common].mean()),
-        "accuracy_y": float(scores[1][common].mean()),
+        "accuracy_x": acc_x,
+        "accuracy_y": acc_y,
     }
