@@ -206,3 +206,45 @@ def test_run_force_trains_again_instead_of_resuming_the_finished_checkpoint(smok
     assert log["resumed_from"] is None
     assert [s for s, _ in log["losses"]] == [s for s, _ in before["losses"]]
     assert "PERSRM_TRAIN_AGAIN" not in os.environ  # the kernel's, not this process's
+
+
+def test_the_grpo_probe_judges_the_runs_own_items_and_pairs_with_its_judges(smoke_run, tmp_path):
+    """A GRPO prompt pool measured on different items than the run's would compare two
+    intervals side by side; the probe judges the user-swap items and cross_author pairs notebook
+    05 judged, pairs its user-swap verdicts with the run's SFT and SFT + GRPO ones, writes its
+    adapter outside the run folder and leaves the run untouched. A run without notebook 05 is
+    refused, naming it."""
+    import json
+
+    from smoke_run import build_smoke_run
+
+    from persrm_utils.bench.grpo_probe import run_grpo_probe
+    from persrm_utils.errors import MissingInputsError
+
+    runs_root, _ = smoke_run
+    run = runs_root / "t"
+    manifest = (run / "manifest.json").read_bytes()
+    personal = json.loads((run / "eval" / "personalization.json").read_text())
+    changed = {"grpo_user_swap_items": 2, "grpo_max_steps": 1}
+    result = run_grpo_probe(run, "pool", changed, tmp_path)
+
+    assert result["grpo"]["steps"] == 1 and (tmp_path / "pool" / "grpo" / "adapter").is_dir()
+    assert result["pool"]["prompts"] == 2 * result["pool"]["pairs"]  # both orders
+    n = personal["user_swap_items"]
+    swap = result["user_swap"]
+    assert swap["probe"]["n_pairs"] == n
+    for model in ("SFT", "SFT + GRPO"):
+        paired = swap[f"minus {model}"]
+        assert paired["n_items"] == n and paired["accuracy_x"] == swap["probe"]["accuracy"]
+        assert paired["accuracy_y"] == pytest.approx(
+            personal["models"][model]["user_swap"]["accuracy"], abs=1e-4
+        )
+    crossed = {json.loads(line)["pair_id"] for line in (run / "eval" / "predictions.jsonl").open()
+               if '"cross_author"' in line and ", k=0" in line}  # fmt: skip
+    assert result["cross_author"]["pairs"] == len(crossed) > 0
+    assert result["cross_author"]["exemplar_effect"]["n_pairs"] == len(crossed)
+    json.loads(json.dumps(result, allow_nan=False))  # one strict JSON line per probe
+    assert (run / "manifest.json").read_bytes() == manifest
+
+    with pytest.raises(MissingInputsError, match="05_evaluation"):
+        run_grpo_probe(build_smoke_run("no-eval").path, "pool", changed, tmp_path)

@@ -161,6 +161,20 @@ class Profile(BaseModel):
         "texts with each author's exemplars, no opening: only the exemplars decide; 4 rows "
         "each); 0: none",
     )
+    grpo_negative_types: (
+        tuple[Literal["style_mimic", "style_random", "minor_replace", "cross_author"], ...] | None
+    ) = Field(
+        default=None,
+        description="negative types of the training pairs in GRPO's prompt pool (None: all; "
+        "(): none, only user-swap items)",
+    )
+    grpo_user_swap_items: int = Field(
+        default=0,
+        ge=0,
+        description="user-swap items of training authors added to GRPO's prompt pool, drawn "
+        "apart from SFT's (4 prompts each; the pre-flight keeps those with reward variance); "
+        "0: none",
+    )
     minor_replace_writer: Literal["llm", "rules"] = Field(
         description="rules: built-in synonym table (small models cannot follow the instruction)"
     )

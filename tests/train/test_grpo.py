@@ -169,3 +169,35 @@ def test_sampling_a_group_is_one_generate_call_per_group(smoke_rows, tmp_path, m
     monkeypatch.setattr(policy.model, "generate", real)
     again = sample_groups(policy, smoke_rows[:2], group_size=3, max_new_tokens=6, seed=1)
     assert again == texts, "seeded sampling must be reproducible"
+
+
+def test_grpo_pool_adds_user_swap_items_sft_never_saw_and_keeps_the_types_asked(runs_root):
+    """Run cpu-long-a's GRPO drew its prompts from the synthetic pair types only, so the one
+    lever that moved SFT (user-swap items) never reached GRPO. ``grpo_user_swap_items`` adds
+    them, drawn apart from SFT's own items: a reward on them cannot come from a remembered SFT
+    label. ``grpo_negative_types=()`` leaves only them; an empty pool is refused up front."""
+    from persrm_utils.errors import DataError
+    from persrm_utils.records import USER_SWAP
+    from persrm_utils.train.commands import grpo_pairs, load_stage_inputs, sft_pairs
+
+    run = build_smoke_run("pool")
+    train, _, by_id = load_stage_inputs(run.path)
+    assert grpo_pairs(train, get_profile("smoke"), by_id) == train  # the default: every pair
+
+    profile = get_profile("smoke", sft_user_swap_items=3, grpo_user_swap_items=6,
+                          grpo_negative_types=("cross_author",))  # fmt: skip
+    pool = grpo_pairs(train, profile, by_id)
+    crossed = [p for p in train if p.negative_type == "cross_author"]
+    assert crossed and [p for p in pool if p.negative_type != USER_SWAP] == crossed
+    swap = [p for p in pool if p.negative_type == USER_SWAP]
+    groups = {p.meta["swap_group"] for p in swap}
+    assert 1 <= len(groups) <= 6 and len(swap) == 2 * len(groups)  # users a and b of each item
+    assert {by_id[p.text_id].meta["split"] for p in swap} == {"train"}  # never unseen authors
+    sft_groups = {p.meta["swap_group"] for p in sft_pairs([], profile, by_id)}
+    assert len(sft_groups) == 3 and not groups & sft_groups
+
+    only_swap = grpo_pairs(train, profile.override(grpo_negative_types=()), by_id)
+    assert only_swap == swap
+    with pytest.raises(DataError, match="leaves GRPO no prompts") as err:
+        grpo_pairs(train, profile.override(grpo_negative_types=(), grpo_user_swap_items=0), by_id)
+    assert "grpo_negative_types" in str(err.value) and "user-swap" in str(err.value)

@@ -43,7 +43,7 @@ from persrm_utils.models.loader import load_model
 from persrm_utils.models.smollm2 import find_smollm2
 from persrm_utils.paths import find_c50_root
 from persrm_utils.profiles import get_profile
-from persrm_utils.train.commands import load_stage_inputs, make_traces, sft_pairs
+from persrm_utils.train.commands import grpo_pairs, load_stage_inputs, make_traces, sft_pairs
 from persrm_utils.train.grpo import grpo_rows, load_policy, preflight, train_grpo
 from persrm_utils.train.rewards import reward_funcs
 from persrm_utils.train.sft import ADAPTER, load_with_adapter, sft_steps, train_sft
@@ -201,7 +201,7 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     policy = load_policy(profile, sft_adapter)
     rewards = reward_funcs(profile.reasoning)
     try:  # the series' pre-flight: train only on prompts whose group has reward variance
-        rows = grpo_rows(train, by_id, prefix=profile.answer_prefix)
+        rows = grpo_rows(grpo_pairs(train, profile, by_id), by_id, prefix=profile.answer_prefix)
         checked = preflight(policy, rows, profile.grpo_num_generations,
                             profile.max_completion_length, rewards,
                             profile.grpo_preflight_prompts, profile.seed)  # fmt: skip

@@ -131,7 +131,7 @@ def measure_personalization(
     return summary, extra, swap_pairs
 
 
-def _user_swap_judgements(run_path: Path, model: str) -> list[Judgement]:
+def read_user_swap_judgements(run_path: Path, model: str) -> list[Judgement]:
     """One model's user-swap verdicts from a run's ``eval/personalization_predictions.jsonl``."""
     path = run_path / "eval" / "personalization_predictions.jsonl"
     if not path.exists():
@@ -166,8 +166,8 @@ def compare_user_swap(
     (:func:`~persrm_utils.evaluate.metrics.user_swap_difference`). The items are rebuilt from
     ``run_x``'s exemplars; ``run_y`` must have judged the same ones.
     """
-    x = _user_swap_judgements(run_x, model_x)
-    y = _user_swap_judgements(run_y, model_y)
+    x = read_user_swap_judgements(run_x, model_x)
+    y = read_user_swap_judgements(run_y, model_y)
     exemplars = read_jsonl(run_x / "exemplars.jsonl", Exemplar)
     swap_pairs, _ = unseen_user_swap_pairs(
         exemplars, profile.eval_user_swap_items, profile.max_exemplars, profile.seed

@@ -3,7 +3,7 @@
 The names below are what the notebooks use; everything else is in the modules of this package.
 """
 
-from persrm_utils.train.commands import load_stage_inputs, make_traces, sft_pairs
+from persrm_utils.train.commands import grpo_pairs, load_stage_inputs, make_traces, sft_pairs
 from persrm_utils.train.grpo import CURVES, grpo_rows, load_policy, preflight, train_grpo
 from persrm_utils.train.rewards import (
     advantages,
@@ -32,6 +32,7 @@ __all__ = [
     "fit_to_budget",
     "format_reward",
     "group_signal",
+    "grpo_pairs",
     "grpo_rows",
     "load_policy",
     "load_stage_inputs",

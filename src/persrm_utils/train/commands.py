@@ -87,6 +87,33 @@ def sft_pairs(
     return out
 
 
+def grpo_pairs(train: list[Pair], profile: Profile, by_id: dict[str, Exemplar]) -> list[Pair]:
+    """GRPO's prompt pool: the training pairs of ``profile.grpo_negative_types`` plus
+    ``profile.grpo_user_swap_items`` user-swap items of training authors.
+
+    The pre-flight keeps only the prompts whose group of samples has reward variance, so the
+    pool says what GRPO *may* meet; what it trains on is what the SFT judge is unsure about.
+    The user-swap items are a second draw (seed + 1) with SFT's own items removed, so GRPO
+    asks about pairs of texts SFT never saw together: a reward there cannot come from
+    remembering an SFT label.
+    """
+    kinds = profile.grpo_negative_types
+    out = [p for p in train if kinds is None or p.negative_type in kinds]
+    if profile.grpo_user_swap_items:
+        taken = {p.meta["swap_group"] for p in sft_pairs([], profile, by_id)}
+        drawn = user_swap_pairs(list(by_id.values()), "train", profile.grpo_user_swap_items,
+                                profile.max_exemplars, profile.seed + 1)  # fmt: skip
+        out += [p for p in drawn if p.meta["swap_group"] not in taken]
+    if not out:
+        raise DataError(
+            f"profile '{profile.name}' leaves GRPO no prompts: grpo_negative_types="
+            f"{kinds!r} matches none of the {len(train)} training pairs and "
+            f"grpo_user_swap_items is {profile.grpo_user_swap_items}",
+            "set grpo_negative_types to None (every training pair) or ask for user-swap items.",
+        )
+    return out
+
+
 def make_traces(train: list[Pair], by_id: dict[str, Exemplar], reasoning: str = "full"):
     """Offline traces for every training pair, in both A/B orders, as long as ``reasoning`` says.
 
@@ -233,7 +260,7 @@ def run_grpo_stage(
     check_adapter(run.path / "sft" / ADAPTER)  # a broken SFT adapter is no place to start
     policy = load_policy(profile, run.path / "sft" / ADAPTER)
     checked = preflight(
-        policy, grpo_rows(train, by_id, prefix=profile.answer_prefix),
+        policy, grpo_rows(grpo_pairs(train, profile, by_id), by_id, prefix=profile.answer_prefix),
         profile.grpo_num_generations,
         profile.max_completion_length, rewards, profile.grpo_preflight_prompts, profile.seed,
     )  # fmt: skip
