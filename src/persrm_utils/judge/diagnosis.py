@@ -206,11 +206,11 @@ def personalization_message(
             "accuracy, so what it learned is in the two texts (e.g. spotting machine-made "
             "text), not in the user's writing. What should teach it: pairs only the exemplars "
             "can decide, such as user-swap items (the same two real texts, each author's "
-            "exemplars, no opening; `sft_user_swap_items`), and more or longer exemplars. On "
-            "SmolLM2-135M, mixed into SFT with the style_random pairs (the cpu-long profile), "
-            "they lifted the user-swap test just above chance in two probes and a full run "
-            "(0.530 to 0.550), and other mixes stayed at chance (RESULTS.md lists the recipes "
-            "measured); a larger model is not yet measured. "
+            "exemplars, no opening; `sft_user_swap_items`). On SmolLM2-135M, mixed into SFT "
+            "with the style_random pairs (the cpu-long profile), they lifted the user-swap test "
+            "just above chance in two probes and a full run (0.530 to 0.550); other mixes, and "
+            "two exemplars instead of one at the same 74 steps, stayed at chance (RESULTS.md "
+            "lists the recipes measured); a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
