@@ -32,6 +32,10 @@ from persrm_utils.tags import answer_prefix
 
 NOT_MEASURED = "not yet measured"
 
+#: The pair types whose training pairs a profile picks for the data, SFT and GRPO (user-swap
+#: items are counted by their own fields).
+PairType = Literal["style_mimic", "style_random", "minor_replace", "cross_author"]
+
 
 class Profile(BaseModel):
     """Every knob of the series in one typed, frozen object.
@@ -140,16 +144,12 @@ class Profile(BaseModel):
     seen_author_frac: float = Field(
         gt=0.0, lt=1.0, description="share of each training author's texts held out (seen test)"
     )
-    train_negative_types: (
-        tuple[Literal["style_mimic", "style_random", "minor_replace", "cross_author"], ...] | None
-    ) = Field(
+    train_negative_types: tuple[PairType, ...] | None = Field(
         default=None,
         description="negative types of the training pairs (None: all four); held-out pairs "
         "always have all four, so the evaluation measures every type",
     )
-    sft_negative_types: (
-        tuple[Literal["style_mimic", "style_random", "minor_replace", "cross_author"], ...] | None
-    ) = Field(
+    sft_negative_types: tuple[PairType, ...] | None = Field(
         default=None,
         description="negative types SFT trains on (None: every training pair); GRPO's "
         "pre-flight samples from all training pairs, so it meets the types SFT left out",
@@ -161,9 +161,7 @@ class Profile(BaseModel):
         "texts with each author's exemplars, no opening: only the exemplars decide; 4 rows "
         "each); 0: none",
     )
-    grpo_negative_types: (
-        tuple[Literal["style_mimic", "style_random", "minor_replace", "cross_author"], ...] | None
-    ) = Field(
+    grpo_negative_types: tuple[PairType, ...] | None = Field(
         default=None,
         description="negative types of the training pairs in GRPO's prompt pool (None: all; "
         "(): none, only user-swap items)",

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from persrm_utils.bench.probe import _counts
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import MissingInputsError
 from persrm_utils.evaluate.held_out import GRPO, SFT
@@ -91,10 +92,8 @@ def run_grpo_probe(
                         profile.max_completion_length, rewards, profile.grpo_preflight_prompts,
                         profile.seed)  # fmt: skip
     timings["preflight_s"] = round(time.perf_counter() - t0, 1)
-    kept_types: dict[str, int] = {}
     types = {p.pair_id: p.negative_type for p in pool}
-    for row in checked.kept:
-        kept_types[types[row["pair_id"]]] = kept_types.get(types[row["pair_id"]], 0) + 1
+    kept_types = _counts(types[row["pair_id"]] for row in checked.kept)
     result = train_grpo(profile, checked.kept, out / name / "grpo", rewards, loaded=policy,
                         resume=False)  # fmt: skip
     timings["grpo_s"] = round(result.seconds, 1)
