@@ -128,6 +128,18 @@ def test_bad_values_name_the_field_the_value_and_the_default(field, value, expec
     assert "the default for this profile is" in msg
 
 
+def test_a_bad_item_of_a_tuple_field_names_the_field_the_item_and_the_allowed_values():
+    """A bad negative type once escaped as a bare KeyError: 'sft_negative_types.0' (pydantic
+    locates an item's error as (field, index), and the message looked the dotted path up as a
+    field), so a learner typing `--set 'sft_negative_types=["nope"]'` got a traceback."""
+    with pytest.raises(ConfigError) as err:
+        get_profile("smoke", sft_negative_types=("style_random", "nope"))
+    msg = str(err.value)
+    assert "field 'sft_negative_types' = ('style_random', 'nope')" in msg
+    assert "item 1:" in msg and "'cross_author'" in msg
+    assert "the default for this profile is" in msg
+
+
 def test_parse_overrides_reads_json_values_and_plain_strings():
     got = parse_overrides(["sft_max_steps=10", "load_in_4bit=true", "model_name=Qwen/Qwen2.5-0.5B"])
     assert got == {"sft_max_steps": 10, "load_in_4bit": True, "model_name": "Qwen/Qwen2.5-0.5B"}

@@ -526,15 +526,17 @@ def _build(name: str, values: dict[str, Any], overrides: dict[str, Any]) -> Prof
         return Profile(**{**values, "name": name})
     except ValidationError as err:
         first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        if not field:  # a rule across fields (a model validator): its message names them
+        if not first["loc"]:  # a rule across fields (a model validator): its message names them
             raise ConfigError(
                 f"Profile '{name}': {first['msg'].removeprefix('Value error, ')}.",
                 "Change the fields the message names (override them together if needed).",
             ) from None
+        # a tuple field's bad item is located as (field, index): name the field and the item
+        field, *inner = (str(part) for part in first["loc"])
+        where = f"item {'.'.join(inner)}: " if inner else ""
         value = overrides.get(field, values.get(field))
         raise ConfigError(
-            f"Profile '{name}': field '{field}' = {value!r} is not valid ({first['msg']}).",
+            f"Profile '{name}': field '{field}' = {value!r} is not valid ({where}{first['msg']}).",
             f"Give '{field}' a value of the right type and range; the default for this profile "
             f"is {_BASE.get(name, {}).get(field, Profile.model_fields[field].default)!r}.",
         ) from None
