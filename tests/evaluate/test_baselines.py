@@ -22,6 +22,7 @@ from persrm_utils.evaluate.baselines import (
     row_lengths,
     stylometric_baseline,
     train_bt,
+    visible_cue_baseline,
 )
 from persrm_utils.evaluate.metrics import accuracy_table, predictions_frame
 from persrm_utils.generation.cache import CachedGenerator
@@ -171,6 +172,33 @@ def test_stylometric_ties_are_broken_by_the_texts_not_the_position():
     assert _picks_same_text(judgements)
     row = accuracy_table(predictions_frame(judgements, pairs, "stylo")).iloc[0]
     assert 0.2 < row.accuracy < 0.8  # a fair coin over pairs, not always the real text
+
+
+def test_visible_cues_count_what_the_short_trace_weighs_and_ties_are_not_positional():
+    """The cue baseline is the verdict `short_think`'s last line gives; it must agree with the
+    trace, or the figure would not say what the short reasoning can decide."""
+    from persrm_utils.train.traces import short_think
+
+    exemplars = {"e1": _exemplar("e1", 'He said "no" in 1999! Short ones. Very short.')}
+    # A shares digits, quotes, the exclamation and the short sentences; B shares none
+    cued = 'She wrote "yes" in 2001! Brief. Quite brief.'
+    plain = (
+        "The committee met on a quiet afternoon and decided after a long and careful "
+        "discussion that nothing at all would change for the rest of the coming year"
+    )
+    pairs = [_pair("c1", cued, plain, ["e1"], pos="A"), _pair("c2", cued, plain, ["e1"], pos="B")]
+    judgements = visible_cue_baseline(pairs, exemplars)
+    _check_both_orders(judgements, pairs)
+    assert all(j.correct for j in judgements)
+    assert {j.completion for j in judgements} == {"cues A=4 B=0", "cues A=0 B=4"}
+    trace = short_think([exemplars["e1"]], cued, plain, "A")
+    assert trace.endswith("A matches the exemplar on more cues.")
+    # no exemplar, or cues that tie: a hash of the texts decides, the same text in both orders
+    blind = [_pair(f"t{i}", f"real {i}", f"other {i}", [], pos="AB"[i % 2]) for i in range(40)]
+    ties = visible_cue_baseline(blind, exemplars)
+    assert all("tie" in j.completion for j in ties) and _picks_same_text(ties)
+    row = accuracy_table(predictions_frame(ties, blind, "cues")).iloc[0]
+    assert 0.2 < row.accuracy < 0.8
 
 
 def test_stylometric_beats_chance_on_real_smoke_pairs(smoke):

@@ -23,7 +23,7 @@ from typing import Any
 from persrm_utils.data.exemplars import collect
 from persrm_utils.data.pairs import generation_requests, make_pairs, offline_backend, plan_pairs
 from persrm_utils.data.user_swap import user_swap_pairs
-from persrm_utils.evaluate.baselines import stylometric_baseline
+from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
 from persrm_utils.evaluate.metrics import (
     accuracy_table,
     exemplar_effect,
@@ -220,6 +220,7 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
         [
             predictions_frame(judged, test, "SFT"),
             predictions_frame(stylometric_baseline(test, by_id), test, "char n-grams"),
+            predictions_frame(visible_cue_baseline(test, by_id), test, "visible cues"),
         ]
     )
     return {
@@ -300,5 +301,9 @@ def _personalization(
         )
         out["user_swap_char_ngrams"] = _rounded(
             user_swap_summary(predictions_frame(ngrams, swap, "char n-grams"), swap)
+        )
+        cues = visible_cue_baseline(swap, by_id)  # what the short reasoning's cues decide
+        out["user_swap_visible_cues"] = _rounded(
+            user_swap_summary(predictions_frame(cues, swap, "visible cues"), swap)
         )
     return out

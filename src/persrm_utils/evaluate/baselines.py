@@ -9,6 +9,9 @@ scores it exactly like the LLM judges:
 * :func:`stylometric_baseline`: the classic of authorship attribution. A character n-gram
   TF-IDF profile of the author's exemplars; the response more similar to it (cosine) is the
   verdict. No training, no GPU, and surprisingly strong on easy negatives.
+* :func:`visible_cue_baseline`: the four visible cues the short reasoning writes (numbers,
+  quotes, exclamations, sentence length), counted against the exemplars: how much of the
+  answer that reasoning can read off the texts before any model is trained.
 * :func:`bt_rows` / :func:`train_bt` / :func:`bt_baseline`: a scalar Bradley-Terry reward model
   trained with TRL's ``RewardTrainer`` (exemplars in context), the standard non-reasoning reward
   model that PersRM-R1 proposes to replace with a reasoning judge: it outputs a number, not
@@ -41,6 +44,7 @@ from persrm_utils.models.loader import import_backend_first, resolve_source
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar, Pair
 from persrm_utils.train.log_lines import use_log_lines
+from persrm_utils.train.traces import cue_matches
 from persrm_utils.train.trainer import device_values, keep_trainable_fp32, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -217,6 +221,37 @@ def stylometric_baseline(
             letter = _pick(sim_a, sim_b, a, b)
             completion = f"cosine A={sim_a:.3f} B={sim_b:.3f}"
             if sim_a == sim_b:
+                completion += " (tie: broken by a hash of the texts)"
+            out.append(_judgement(pair, swap, letter, completion))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Visible cues: what the short reasoning's cues alone decide
+# --------------------------------------------------------------------------------------------
+
+
+def visible_cue_baseline(
+    pairs: Sequence[Pair], by_id: Mapping[str, Exemplar], k: int | None = None
+) -> list[Judgement]:
+    """The verdict the short trace's cues give: the response matching more exemplar cues wins.
+
+    ``reasoning="short"`` teaches the judge to write four visible cues (numbers, quotes,
+    exclamations, sentence length) of the exemplars, A and B, and to weigh them. Before paying
+    for that reasoning (every cue token is a sequential forward pass), this baseline measures
+    how much of the answer the cues carry on the same pairs: if it is near 0.5, the trace can
+    teach the judge to write, not to decide. Ties are broken by a hash of the texts, as in
+    every baseline here; the completion holds both counts, e.g. ``"cues A=3 B=2"``.
+    """
+    out = []
+    for pair in pairs:
+        shown = shown_exemplars(pair, by_id, k)
+        for swap in SWAPS:
+            a, b = responses(pair, swap)
+            match_a, match_b = (cue_matches(shown, a), cue_matches(shown, b)) if shown else (0, 0)
+            letter = _pick(match_a, match_b, a, b)
+            completion = f"cues A={match_a} B={match_b}"
+            if match_a == match_b:
                 completion += " (tie: broken by a hash of the texts)"
             out.append(_judgement(pair, swap, letter, completion))
     return out

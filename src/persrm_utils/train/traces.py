@@ -448,6 +448,17 @@ def visible_cues(text: str) -> dict[str, str]:
     }
 
 
+def cue_matches(exemplars: Sequence[Exemplar], text: str) -> int:
+    """How many of the :data:`SHORT_CUES` of ``text`` equal those of the exemplars joined.
+
+    This count is all the short trace's last line weighs: the response with more matches is
+    the one "that matches the exemplars on more cues".
+    """
+    ref = visible_cues(" ".join(e.output for e in exemplars))
+    cues = visible_cues(text)
+    return sum(cues[c] == ref[c] for c in SHORT_CUES)
+
+
 def short_think(exemplars: Sequence[Exemplar], a: str, b: str, verdict: Letter) -> str:
     """Describe the exemplars, A and B by their visible cues, then say which fits, truthfully.
 
@@ -466,8 +477,7 @@ def short_think(exemplars: Sequence[Exemplar], a: str, b: str, verdict: Letter) 
     if ref is None:
         lines.append(f"{verdict} reads more like this user.")
         return "\n".join(lines)
-    score_a = sum(ca[c] == ref[c] for c in SHORT_CUES)
-    score_b = sum(cb[c] == ref[c] for c in SHORT_CUES)
+    score_a, score_b = cue_matches(exemplars, a), cue_matches(exemplars, b)
     other = "B" if verdict == "A" else "A"
     mine, theirs = (score_a, score_b) if verdict == "A" else (score_b, score_a)
     if mine > theirs:
