@@ -80,6 +80,24 @@ def _pick(score_a: float, score_b: float, text_a: str, text_b: str) -> str:
     return "A" if _text_rank(text_a) <= _text_rank(text_b) else "B"
 
 
+def _both_orders(pair: Pair, score: Mapping[str, float], what: str, fmt: str) -> list[Judgement]:
+    """A score-based baseline's two judgements of ``pair``: the higher-scored text wins.
+
+    ``score`` maps each of the pair's two texts to its score, computed once: a text's score
+    cannot depend on where it is shown, so the two orders pick the same text. The completion
+    holds both scores (``f"{what} A=... B=..."``) and says when a tie was broken.
+    """
+    out = []
+    for swap in SWAPS:
+        a, b = responses(pair, swap)
+        letter = _pick(score[a], score[b], a, b)
+        completion = f"{what} A={score[a]:{fmt}} B={score[b]:{fmt}}"
+        if score[a] == score[b]:
+            completion += " (tie: broken by a hash of the texts)"
+        out.append(_judgement(pair, swap, letter, completion))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Random
 # --------------------------------------------------------------------------------------------
@@ -215,14 +233,8 @@ def stylometric_baseline(
         if key not in profiles:
             profiles[key] = model.vector("\n".join(ex.output for ex in shown))
         profile = profiles[key]
-        for swap in SWAPS:
-            a, b = responses(pair, swap)
-            sim_a, sim_b = similarity(model, profile, a), similarity(model, profile, b)
-            letter = _pick(sim_a, sim_b, a, b)
-            completion = f"cosine A={sim_a:.3f} B={sim_b:.3f}"
-            if sim_a == sim_b:
-                completion += " (tie: broken by a hash of the texts)"
-            out.append(_judgement(pair, swap, letter, completion))
+        score = {text: similarity(model, profile, text) for text in (pair.chosen, pair.rejected)}
+        out += _both_orders(pair, score, "cosine", ".3f")
     return out
 
 
@@ -246,14 +258,9 @@ def visible_cue_baseline(
     out = []
     for pair in pairs:
         shown = shown_exemplars(pair, by_id, k)
-        for swap in SWAPS:
-            a, b = responses(pair, swap)
-            match_a, match_b = (cue_matches(shown, a), cue_matches(shown, b)) if shown else (0, 0)
-            letter = _pick(match_a, match_b, a, b)
-            completion = f"cues A={match_a} B={match_b}"
-            if match_a == match_b:
-                completion += " (tie: broken by a hash of the texts)"
-            out.append(_judgement(pair, swap, letter, completion))
+        texts = (pair.chosen, pair.rejected)
+        score = {text: cue_matches(shown, text) if shown else 0 for text in texts}
+        out += _both_orders(pair, score, "cues", "d")
     return out
 
 

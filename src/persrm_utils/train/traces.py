@@ -454,8 +454,10 @@ def cue_matches(exemplars: Sequence[Exemplar], text: str) -> int:
     This count is all the short trace's last line weighs: the response with more matches is
     the one "that matches the exemplars on more cues".
     """
-    ref = visible_cues(" ".join(e.output for e in exemplars))
-    cues = visible_cues(text)
+    return _same_cues(visible_cues(" ".join(e.output for e in exemplars)), visible_cues(text))
+
+
+def _same_cues(ref: Mapping[str, str], cues: Mapping[str, str]) -> int:
     return sum(cues[c] == ref[c] for c in SHORT_CUES)
 
 
@@ -477,7 +479,7 @@ def short_think(exemplars: Sequence[Exemplar], a: str, b: str, verdict: Letter) 
     if ref is None:
         lines.append(f"{verdict} reads more like this user.")
         return "\n".join(lines)
-    score_a, score_b = cue_matches(exemplars, a), cue_matches(exemplars, b)
+    score_a, score_b = _same_cues(ref, ca), _same_cues(ref, cb)
     other = "B" if verdict == "A" else "A"
     mine, theirs = (score_a, score_b) if verdict == "A" else (score_b, score_a)
     if mine > theirs:
