@@ -19,7 +19,7 @@ import pytest
 from persrm_utils.bench.check_options import PARTS, STATUSES
 from persrm_utils.bench.gpu_report import CAVEAT, render_markdown
 from persrm_utils.bench.mechanics import compare
-from persrm_utils.bench.timebox import run_capped
+from persrm_utils.bench.timebox import failure_summary, run_capped
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -63,6 +63,9 @@ def test_dry_run_reports_every_part(dry_run):
     assert plain["status"] == "ok" and plain["sft"]["steps"] == 1 and plain["grpo"]["steps"] == 1
     assert isinstance(plain["sft"]["s_per_step"], float) and plain["grpo"]["s_per_step"] > 0
     assert mech["backends"]["unsloth"] == {"status": "skipped", "reason": "needs CUDA"}
+    facts = plain["grpo_inputs"]  # recorded before GRPO: what decides ids and row lengths
+    assert facts["longest_prompt_tokens"] + facts["max_completion_length"] <= 256
+    assert facts["embedding_rows"] == facts["config_vocab_size"] >= facts["len_tokenizer"]
 
     learning = report["parts"]["learning"]["figures"]
     assert set(learning["accuracy"]) == {"base", "sft", "grpo"}
@@ -117,6 +120,116 @@ def test_run_capped_kills_the_whole_process_group():
     start = time.monotonic()
     run = run_capped([sys.executable, "-c", code], timeout=1.5)
     assert run.timed_out and time.monotonic() - start < 10
+
+
+#: A child that dies the way the first GPU check's Unsloth GRPO child died: a call chain deeper
+#: than the kept tail, relayed through ``nn.Module``-like ``_call_impl`` frames, an exception,
+#: then CUDA's "[W...]" warnings printed at exit.
+DEEP_CRASH = """
+import atexit, sys
+for thread in range(3):  # the kernel's own assert comes first, once per thread
+    print("Indexing.cu:1422: indexSelectLargeIndex: block: [0,0,0], thread: [0,0,0] "
+          "Assertion `srcIndex < srcSelectDimSize` failed.", file=sys.stderr)
+def _call_impl(f, *a):
+    return f(*a)
+src = ["def layer_59(x):\\n    raise IndexError('index out of range in self')"]
+for i in range(59):
+    src.append(f"def layer_{i}(x):\\n    return _call_impl(layer_{i + 1}, x + 1)")
+exec("\\n".join(src))
+def train_grpo_outermost():
+    return layer_0(0)
+atexit.register(lambda: print("[W1204 01:38:21] Warning: device-side assert (~CUDAEvent)\\n" * 30,
+                              file=sys.stderr))
+train_grpo_outermost()
+"""
+
+
+def test_a_crash_keeps_its_whole_call_chain_in_the_log_and_the_summary(tmp_path):
+    """The first GPU check kept only stderr's last 1500 characters: every frame of the Unsloth
+    GRPO crash but torch's ``F.embedding`` was lost, and the cause could not be found. The whole
+    output now goes to a log, and the error names each frame once, innermost last."""
+
+    log = tmp_path / "unsloth.log"
+    run = run_capped([sys.executable, "-c", DEEP_CRASH], timeout=60, log=log)
+    assert run.returncode == 1 and not run.timed_out
+    assert "train_grpo_outermost" not in run.stderr  # the plain tail lost the outer frames
+    whole = log.read_text()
+    assert "# exit code: 1" in whole and "train_grpo_outermost" in whole
+    assert whole.split("## stderr")[1].count("[W1204") == 30
+    frames = run.failure.splitlines()
+    assert frames[0] == "traceback (innermost last):"
+    assert "in layer_0" in run.failure and "in layer_59" in run.failure
+    assert "_call_impl" not in run.failure and "[W1204" not in run.failure
+    assert frames[-2] == "IndexError: index out of range in self"
+    assert frames[-1].startswith("device: Indexing.cu:1422: indexSelectLargeIndex")
+    assert run.failure.count("Assertion") == 1
+    assert len(run.failure) <= 3000
+    short = failure_summary(whole, limit=400)  # too long: the outermost frames go first
+    assert len(short) <= 400 and "in layer_59" in short and "in layer_0\n" not in short
+    assert failure_summary("no traceback here") == "no traceback here"
+
+
+def test_the_stand_in_rows_fill_the_t4_length_exactly_and_never_exceed_it():
+    """The first GPU check's stand-in GRPO rows were 1670 + 384 = 2054 tokens against the t4
+    profile's 2048 (the chat template's overhead was guessed): only Unsloth cuts such rows, and
+    its GRPO step died there. The rows are now measured to leave exactly the completion's room."""
+    from transformers import AutoTokenizer
+
+    from persrm_utils.bench.mechanics import synthetic_rows
+    from persrm_utils.models.tiny import seed_texts, tiny_model_dir
+    from persrm_utils.profiles import get_profile
+    from persrm_utils.train.grpo import check_prompt_lengths, prompt_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir(texts=seed_texts()))
+    t4 = get_profile("t4")
+    sft, grpo = synthetic_rows(tokenizer, t4, n=4)
+    room = t4.max_seq_length - t4.max_completion_length
+    assert room - 4 <= check_prompt_lengths(grpo, tokenizer, t4) <= room  # worst case, in range
+    chat = tokenizer.apply_chat_template(sft[0]["messages"], tokenize=False)
+    assert len(tokenizer(chat, add_special_tokens=False)["input_ids"]) <= t4.max_seq_length
+    assert prompt_tokens(tokenizer, grpo[0]["prompt"]) == prompt_tokens(
+        tokenizer, sft[0]["messages"][:2]
+    )
+
+
+def test_an_out_of_range_id_is_a_python_error_naming_the_table_and_the_ids(monkeypatch, tmp_path):
+    """On a GPU an id past the embedding table is a device-side assert with no useful frame."""
+    import torch
+
+    from persrm_utils.bench.mechanics import guard_embedding_ids, vocab_facts
+    from persrm_utils.models.loader import load_model
+    from persrm_utils.profiles import get_profile
+
+    monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
+    smoke = get_profile("smoke")
+    loaded = load_model(smoke)
+    rows = loaded.model.get_input_embeddings().weight.shape[0]
+    handle = guard_embedding_ids(loaded.model)
+    loaded.model(input_ids=torch.tensor([[0, rows - 1]]))  # in range: untouched
+    with pytest.raises(
+        ValueError, match=rf"min 0, max {rows}, table rows {rows}, ids shape \(1, 2\)"
+    ):
+        loaded.model(input_ids=torch.tensor([[0, rows]]))
+    with pytest.raises(ValueError, match="min -1"):
+        loaded.model(input_ids=torch.tensor([[-1, 3]]))
+    handle.remove()
+    with pytest.raises(IndexError):  # without the guard: torch's own, less telling error
+        loaded.model(input_ids=torch.tensor([[0, rows]]))
+    prompt = [{"role": "user", "content": "Which text did she write?"}]
+    facts = vocab_facts(loaded, smoke, [prompt])
+    assert facts["embedding_rows"] == rows == facts["config_vocab_size"]
+    assert facts["len_tokenizer"] == len(loaded.tokenizer)
+    assert facts["pad_id"]["tokenizer"] == loaded.tokenizer.pad_token_id
+    assert facts["longest_prompt_tokens"] > 5 and facts["max_completion_length"] == 128
+
+
+def test_markdown_puts_a_failed_backends_call_chain_under_the_table():
+    error = "traceback (innermost last):\nunsloth/rl.py:10 in step\nIndexError: out of range"
+    mech = {"backends": {"unsloth": {"status": "failed", "error": error, "log": "w/unsloth.log"}}}
+    page = render_markdown({"parts": {"mechanics": {"status": "ok", "figures": mech}}})
+    assert "| unsloth | failed | – | – | – | – | IndexError: out of range |" in page
+    assert "unsloth failed (whole output: `w/unsloth.log`):" in page
+    assert "```\n" + error + "\n```" in page
 
 
 def test_compare_gives_ratios_and_the_t4_fit():

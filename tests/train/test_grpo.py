@@ -115,6 +115,33 @@ def test_grpo_with_a_varying_reward_changes_the_adapter(smoke_rows, tmp_path, mo
     assert (tmp_path / "grpo" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_a_prompt_that_leaves_no_room_for_the_completion_is_refused_before_training(
+    smoke_rows, tmp_path
+):
+    """Unsloth cuts GRPO forwards at max_seq_length on some paths and plain TRL never does, so a
+    row that does not fit trains differently (or crashes) only on a GPU; it is named up front."""
+    from transformers import AutoTokenizer
+
+    from persrm_utils.models.tiny import seed_texts, tiny_model_dir
+    from persrm_utils.train.grpo import check_prompt_lengths, prompt_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir(texts=seed_texts()))
+    lengths = [prompt_tokens(tokenizer, r["prompt"]) for r in smoke_rows]
+    profile = get_profile("smoke")
+    assert check_prompt_lengths(smoke_rows, tokenizer, profile) == max(lengths)
+    tight = profile.override(max_seq_length=max(lengths) + profile.max_completion_length - 1)
+    longest = smoke_rows[lengths.index(max(lengths))]
+    with pytest.raises(ConfigError) as err:
+        check_prompt_lengths(smoke_rows, tokenizer, tight)
+    message = str(err.value)
+    assert f"GRPO prompt {longest['pair_id']} is {max(lengths)} tokens" in message
+    assert f"more than max_seq_length {tight.max_seq_length}" in message
+    assert "max_output_words" in message
+    with pytest.raises(ConfigError, match="GRPO prompt"):  # train_grpo checks before step 1
+        train_grpo(tight, smoke_rows, tmp_path / "grpo", REWARD_FUNCS, resume=False)
+    assert not (tmp_path / "grpo" / "adapter").exists()
+
+
 def test_preflight_samples_a_group_per_prompt(smoke_rows, tmp_path, monkeypatch):
     monkeypatch.setenv("PERSRM_CACHE_DIR", str(tmp_path / "cache"))
     policy = load_policy(get_profile("smoke"), None)

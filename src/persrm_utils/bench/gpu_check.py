@@ -82,7 +82,7 @@ def run_part(name: str, opts: CheckOptions, options_file: Path) -> dict[str, Any
     result_file.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "persrm_utils.bench.gpu_check", name, str(options_file),
            str(result_file)]  # fmt: skip
-    run = run_capped(cmd, opts.cap(name), env=child_env())
+    run = run_capped(cmd, opts.cap(name), env=child_env(), log=options_file.parent / f"{name}.log")
     try:
         record = json.loads(result_file.read_text())
     except (OSError, json.JSONDecodeError):
@@ -92,7 +92,7 @@ def run_part(name: str, opts: CheckOptions, options_file: Path) -> dict[str, Any
         record["error"] = f"stopped at its cap of {opts.cap(name):.0f} s; figures so far kept"
     elif run.returncode and record.get("status") != "failed":
         record["status"] = "failed"
-        record["error"] = f"exit code {run.returncode}: {run.stderr[-1500:]}"
+        record["error"] = f"exit code {run.returncode}: {run.failure}"
     elif record.get("status") == "running":
         record["status"] = "failed"
         record["error"] = "the part ended without reporting"

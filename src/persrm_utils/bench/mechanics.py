@@ -25,12 +25,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from persrm_utils.bench.timebox import Deadline, StepClock, run_capped, write_json_atomic
+from persrm_utils.bench.timebox import (
+    Deadline,
+    StepClock,
+    run_capped,
+    write_json_atomic,
+)
+from persrm_utils.errors import ConfigError
 from persrm_utils.judge.format import SYSTEM_PROMPT, format_answer
 from persrm_utils.models.loader import add_lora, load_model
 from persrm_utils.models.tiny import seed_texts, tiny_model_dir
 from persrm_utils.profiles import Profile, get_profile
-from persrm_utils.train.grpo import train_grpo
+from persrm_utils.train.grpo import prompt_tokens, train_grpo
 from persrm_utils.train.rewards import REWARD_FUNCS
 from persrm_utils.train.sft import train_sft
 
@@ -119,14 +125,29 @@ def _filler(tokenizer: Any, n_tokens: int) -> str:
 def synthetic_rows(tokenizer: Any, profile: Profile, n: int = 64) -> tuple[list, list]:
     """(SFT rows, GRPO rows) filled to the profile's lengths: the worst case for memory.
 
-    An SFT row is ``max_seq_length`` tokens long, of which ``max_completion_length`` are the
-    assistant's; a GRPO prompt leaves exactly ``max_completion_length`` tokens to generate.
+    A GRPO prompt, with the chat template applied as the trainer applies it, leaves exactly
+    room for ``max_completion_length`` tokens within ``max_seq_length``, and an SFT row is that
+    prompt plus an answer of about ``max_completion_length`` tokens. The prompt is measured,
+    not estimated: the first GPU check estimated the template's overhead, and the stand-in
+    tokenizer split the role names into more pieces than guessed, so every row was 2054 tokens
+    against a ``max_seq_length`` of 2048 (:func:`~persrm_utils.train.grpo.check_prompt_lengths`).
     """
 
     system = {"role": "system", "content": SYSTEM_PROMPT}
-    overhead = len(tokenizer(SYSTEM_PROMPT)["input_ids"]) + 16  # chat markers and roles
-    prompt_tokens = max(8, profile.max_seq_length - profile.max_completion_length - overhead)
-    user = {"role": "user", "content": _filler(tokenizer, prompt_tokens)}
+    room = profile.max_seq_length - profile.max_completion_length
+    fill = max(8, room)
+    for _ in range(8):  # decoding and re-encoding a cut can shift a token or two: re-measure
+        user = {"role": "user", "content": _filler(tokenizer, fill)}
+        over = prompt_tokens(tokenizer, [system, user]) - room
+        if over <= 0:
+            break
+        fill = max(1, fill - over)
+    else:
+        raise ConfigError(
+            f"could not fit a prompt into {room} tokens (max_seq_length "
+            f"{profile.max_seq_length} - max_completion_length {profile.max_completion_length})",
+            "raise max_seq_length or lower max_completion_length.",
+        )
     think = _filler(tokenizer, max(4, profile.max_completion_length - 16))
     sft, grpo = [], []
     for i in range(n):
@@ -135,6 +156,65 @@ def synthetic_rows(tokenizer: Any, profile: Profile, n: int = 64) -> tuple[list,
         sft.append({"messages": [system, user, answer]})
         grpo.append({"prompt": [system, user], "label": letter})
     return sft, grpo
+
+
+def guard_embedding_ids(model: Any) -> Any:
+    """Make an out-of-range token id a Python error at its call site, not a CUDA assert.
+
+    On a GPU, an id outside the embedding table fails inside the kernel ("device-side assert
+    triggered"), reported later and without the frame that passed it: all the first GPU check
+    learned of its Unsloth GRPO failure. This forward pre-hook on the input embeddings checks
+    every call's ids (one host sync per forward: a benchmark's price, not the series') and
+    raises a ValueError with the shape, the ids' range, the table's rows and the Python stack.
+    Returns the hook's handle (``.remove()`` takes it off).
+    """
+    import traceback
+
+    embedding = model.get_input_embeddings()
+    rows = int(embedding.weight.shape[0])
+
+    def check(module: Any, args: tuple) -> None:
+        ids = args[0] if args else None
+        if ids is None or ids.numel() == 0:
+            return
+        low, high = int(ids.min()), int(ids.max())
+        if low < 0 or high >= rows:
+            stack = "".join(traceback.format_stack(limit=12)[:-1])
+            raise ValueError(
+                f"token ids out of range for the input embeddings: min {low}, max {high}, "
+                f"table rows {rows}, ids shape {tuple(ids.shape)}; called from:\n{stack}"
+            )
+
+    return embedding.register_forward_pre_hook(check)
+
+
+def vocab_facts(loaded: Any, profile: Profile, prompts: list) -> dict[str, Any]:
+    """What decides whether a token id is in range and a row fits, recorded before GRPO.
+
+    The tokenizer's length, the embedding and output tables' rows (and whether they are one
+    tensor), the config's vocabulary, the pad and eos ids as the tokenizer, the config and the
+    generation config each give them, the model's length limit and the longest GRPO prompt.
+    Unsloth and plain TRL each read some of these, so a disagreement is the first suspect.
+    """
+    model, tok = loaded.model, loaded.tokenizer
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    config = model.config
+    gen = getattr(model, "generation_config", None)
+    return {
+        "len_tokenizer": len(tok),
+        "embedding_rows": int(emb.weight.shape[0]),
+        "output_rows": int(head.weight.shape[0]) if head is not None else None,
+        "tied": bool(head is not None and head.weight.data_ptr() == emb.weight.data_ptr()),
+        "config_vocab_size": getattr(config, "vocab_size", None),
+        "pad_id": {"tokenizer": tok.pad_token_id, "config": getattr(config, "pad_token_id", None),
+                   "generation": getattr(gen, "pad_token_id", None)},
+        "eos_id": {"tokenizer": tok.eos_token_id, "config": getattr(config, "eos_token_id", None),
+                   "generation": getattr(gen, "eos_token_id", None)},
+        "model_max_seq_length": getattr(model, "max_seq_length", None),
+        "profile_max_seq_length": profile.max_seq_length,
+        "longest_prompt_tokens": max(prompt_tokens(tok, p) for p in prompts),
+        "max_completion_length": profile.max_completion_length,
+    }  # fmt: skip
 
 
 def _gib(value: float) -> float:
@@ -191,6 +271,9 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             add_lora(loaded, profile)
         if spec["grpo_steps"] and not deadline.passed():
+            out["grpo_inputs"] = vocab_facts(loaded, profile, [r["prompt"] for r in grpo_rows])
+            write_json_atomic(result_path, out)
+            guard_embedding_ids(loaded.model)
             _fresh_peak(torch)
             clock = StepClock(deadline)
             grpo = train_grpo(profile, grpo_rows, Path(tmp) / "grpo", REWARD_FUNCS,
@@ -223,13 +306,15 @@ def run_backend(
     spec_file = workdir / f"{backend}.spec.json"
     spec_file.write_text(json.dumps(spec, indent=2))
     cmd = [sys.executable, "-m", "persrm_utils.bench.mechanics", str(spec_file)]
-    run = run_capped(cmd, seconds, env=child_env())
+    log = workdir / f"{backend}.log"  # the child's whole output: a crash's every frame
+    run = run_capped(cmd, seconds, env=child_env(), log=log)
     figures = json.loads(result.read_text()) if result.is_file() else {"backend": backend}
     figures["wall_s"] = round(run.seconds, 1)
     if run.timed_out:
         figures |= {"status": "timeout", "error": f"killed at its cap of {seconds:.0f} s"}
     elif run.returncode or not figures.get("done"):
-        figures |= {"status": "failed", "error": run.stderr[-1500:] or run.stdout[-1500:]}
+        why = run.failure or "it ended without reporting 'done'"
+        figures |= {"status": "failed", "error": why, "log": str(log)}
     else:
         figures["status"] = "ok"
     return figures

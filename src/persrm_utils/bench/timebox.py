@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -26,30 +27,45 @@ from typing import Any
 
 @dataclass
 class Capped:
-    """What a capped command did: exit code (None when killed at the cap) and its output tails."""
+    """What a capped command did: exit code (None when killed at the cap) and its output tails.
+
+    ``failure``: when it exited non-zero, :func:`failure_summary` of its *whole* stderr (the tail
+    in ``stderr`` may have lost the start of the traceback).
+    """
 
     returncode: int | None
     seconds: float
     stdout: str
     stderr: str
+    failure: str = ""
 
     @property
     def timed_out(self) -> bool:
         return self.returncode is None
 
 
-def _tail(text: str | bytes | None, limit: int = 4000) -> str:
+def _tail(text: str | bytes | None, limit: int | None = 4000) -> str:
+    """The last ``limit`` characters (all of them for None), bytes decoded."""
     if text is None:
         return ""
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
-    return text[-limit:]
+    return text if limit is None else text[-limit:]
 
 
 def run_capped(
-    cmd: list[str], timeout: float, env: dict[str, str] | None = None, cwd: str | None = None
+    cmd: list[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    log: Path | None = None,
 ) -> Capped:
-    """Run ``cmd`` for at most ``timeout`` seconds; kill its whole process group at the cap."""
+    """Run ``cmd`` for at most ``timeout`` seconds; kill its whole process group at the cap.
+
+    ``log``: a file that receives the command's whole stdout and stderr. The returned tails are
+    cut to a few thousand characters, and a crash deep inside Unsloth or TRL prints a traceback
+    far longer than that: the first GPU check lost every frame but ``F.embedding`` that way.
+    """
     start = time.monotonic()
     proc = subprocess.Popen(
         cmd,
@@ -67,7 +83,56 @@ def run_capped(
             os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         code = None
-    return Capped(code, time.monotonic() - start, _tail(out), _tail(err))
+    out_text, err_text = _tail(out, None), _tail(err, None)
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(
+            f"$ {' '.join(cmd)}\n# exit code: {code}\n\n## stdout\n{out_text}\n"
+            f"## stderr\n{err_text}",
+            encoding="utf-8",
+        )
+    failure = failure_summary(err_text or out_text) if code else ""
+    return Capped(code, time.monotonic() - start, _tail(out_text), _tail(err_text), failure)
+
+
+#: Frames that only relay a call (``nn.Module.__call__`` and its wrappers): a traceback through
+#: a model repeats them at every layer, and they say nothing about where the fault is.
+_RELAY_FRAMES = {"_call_impl", "_wrapped_call_impl", "inner", "decorate_context", "wrapper"}
+_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<func>.+)$')
+
+
+def failure_summary(stderr: str, limit: int = 3000) -> str:
+    """The last Python traceback in ``stderr``, one short line per frame, and its exception.
+
+    Why: a child that dies in a CUDA kernel prints hundreds of lines, and the tail alone (what
+    a report has room for) shows only the innermost frames of torch. Paths are cut at
+    ``site-packages/`` and relay frames are dropped, so the report keeps the whole call chain
+    (the project's frame, then TRL's or Unsloth's, then the layer) within ``limit`` characters;
+    when it is still too long the outermost frames go first. A CUDA kernel's "Assertion ...
+    failed" line, printed before the traceback, follows the exception as ``device: ...``.
+    Without a traceback: the tail.
+    """
+    start = stderr.rfind("Traceback (most recent call last):")
+    if start < 0:
+        return stderr[-limit:]
+    # a CUDA kernel's own assert ("...Indexing.cu:1422: indexSelectLargeIndex: ... Assertion
+    # `srcIndex < srcSelectDimSize` failed.") is printed before the traceback, once per thread
+    device = list(dict.fromkeys(ln.strip() for ln in stderr[:start].splitlines()
+                                if "Assertion" in ln))[:2]  # fmt: skip
+    frames: list[str] = []
+    rest: list[str] = []
+    for line in stderr[start:].splitlines()[1:]:
+        m = _FRAME.match(line)
+        if m and not rest:
+            if m["func"] not in _RELAY_FRAMES:
+                path = m["path"].split("site-packages/")[-1]
+                frames.append(f"{path}:{m['line']} in {m['func']}")
+        elif line.strip() and not line.startswith((" ", "[W")) and frames:
+            rest.append(line)  # the exception and its message (code lines are indented)
+    exception = "\n".join([*rest[:6], *(f"device: {ln[:300]}" for ln in device)])
+    while frames and len("\n".join(frames)) + len(exception) + 40 > limit:
+        frames.pop(0)
+    return "traceback (innermost last):\n" + "\n".join(frames) + f"\n{exception}"
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persrm_utils.errors import DataError
+from persrm_utils.errors import ConfigError, DataError
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.generation.requests import GenRequest, prompt_text
 from persrm_utils.hardware import detect
@@ -83,6 +83,41 @@ def prefilled_prompts(rows: list[dict], tokenizer: Any) -> list[dict]:
             row = row | {"prompt": prompt_text(tokenizer, row["prompt"], prefix)}
         out.append(row)
     return out
+
+
+def prompt_tokens(tokenizer: Any, prompt: str | list[dict]) -> int:
+    """Tokens of one GRPO prompt as the trainer feeds it: a text prompt as it is, a chat with
+    the template and a generation prompt (what TRL applies to conversational rows)."""
+    text = prompt if isinstance(prompt, str) else prompt_text(tokenizer, prompt)
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def check_prompt_lengths(rows: list[dict], tokenizer: Any, profile: Profile) -> int:
+    """Raise a :class:`ConfigError` naming the first row whose prompt plus
+    ``max_completion_length`` does not fit in ``max_seq_length``; return the longest prompt.
+
+    Why: the two backends disagree on such a row. Plain TRL generates and scores it whole;
+    Unsloth (2026.10.9) cuts every forward to the model's ``max_seq_length`` on some of its GRPO
+    paths and not on others (``unsloth/models/llama.py``; it enforces the cap for DPO, KTO and
+    ORPO, "a longer row crashes the logps gather", but not for GRPO), so the same profile could
+    train differently, or crash, only on the GPU. The first GPU check's stand-in rows were 6
+    tokens over (2054 of 2048) when its Unsloth GRPO step died with a device-side assert.
+    """
+    room = profile.max_seq_length - profile.max_completion_length
+    longest = 0
+    for i, row in enumerate(rows):
+        n = prompt_tokens(tokenizer, row["prompt"])
+        longest = max(longest, n)
+        if n > room:
+            which = row.get("pair_id", f"row {i}")
+            raise ConfigError(
+                f"GRPO prompt {which} is {n} tokens; with max_completion_length "
+                f"{profile.max_completion_length} it needs {n + profile.max_completion_length}, "
+                f"more than max_seq_length {profile.max_seq_length} (profile '{profile.name}')",
+                "show fewer or shorter exemplars (max_exemplars, max_output_words), lower "
+                "max_completion_length, or raise max_seq_length if memory allows.",
+            )
+    return longest
 
 
 def grpo_config_values(
@@ -236,6 +271,7 @@ def train_grpo(
         profile, output_dir, hw.cuda, hw.compute_capability, **config_overrides
     )
     data = prefilled_prompts(rows, loaded.tokenizer)
+    check_prompt_lengths(data, loaded.tokenizer, profile)
     rewards = [getattr(fn, "__name__", type(fn).__name__) for fn in reward_funcs]
     settings = training_settings(
         "grpo", profile, loaded.backend, values | {"reward_funcs": rewards}, data, loaded.model
