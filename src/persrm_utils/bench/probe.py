@@ -23,11 +23,13 @@ from typing import Any
 from persrm_utils.data.exemplars import collect
 from persrm_utils.data.pairs import generation_requests, make_pairs, offline_backend, plan_pairs
 from persrm_utils.data.user_swap import user_swap_pairs
+from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
 from persrm_utils.evaluate.metrics import (
     accuracy_table,
     exemplar_effect,
     predictions_frame,
+    user_swap_difference,
     user_swap_summary,
 )
 from persrm_utils.generation.cache import CachedGenerator
@@ -35,7 +37,7 @@ from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.judge.judging import judge_pairs
 from persrm_utils.models.loader import load_model
 from persrm_utils.profiles import get_profile
-from persrm_utils.records import LLM_TYPES, Pair
+from persrm_utils.records import LLM_TYPES, Pair, read_jsonl, write_jsonl
 from persrm_utils.train.sft import load_with_adapter, train_sft
 from persrm_utils.train.traces import reasoning_traces, to_sft_rows
 
@@ -66,6 +68,9 @@ class ProbeRecipe:
     # first, and this recipe trains a fresh LoRA on top of it
     init_adapter: str | None = None
     seed: int = 0
+    # the profile the recipe's fields override: "cpu" (SmolLM2 on C50) for every measured probe;
+    # "smoke" (the tiny model on the built-in texts) lets the tests run the whole probe in seconds
+    base: str = "cpu"
 
     def slug(self) -> str:
         types = "+".join(t.split("_")[0] for t in self.types)
@@ -78,10 +83,10 @@ class ProbeRecipe:
         )
 
     def profile(self) -> Any:
-        """The `cpu` profile with this recipe's fields."""
+        """The ``base`` profile (`cpu`) with this recipe's fields."""
 
         return get_profile(
-            "cpu",
+            self.base,
             n_train_authors=self.n_train_authors,
             n_val_authors=0,
             n_test_authors=self.n_test_authors,
@@ -215,7 +220,9 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
                          both_orders=True, batch_size=8,
                          prefix=profile.answer_prefix)  # fmt: skip
     timings["judge_s"] = round(time.perf_counter() - t0, 1)
-    personal = _personalization(recipe, profile, tuned, exemplars, by_id, test, judged, timings)
+    personal, kept, swap = _personalization(
+        recipe, profile, tuned, exemplars, by_id, test, judged, timings
+    )
     frame = pd.concat(
         [
             predictions_frame(judged, test, "SFT"),
@@ -223,6 +230,7 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
             predictions_frame(visible_cue_baseline(test, by_id), test, "visible cues"),
         ]
     )
+    save_verdicts(out, {"test": [frame, *kept.pop("test")], **kept}, swap)
     return {
         "recipe": asdict(recipe),
         "n_train_pairs": len(train),
@@ -275,17 +283,22 @@ def _personalization(
     test: Sequence[Pair],
     judged: Sequence[Any],
     timings: dict[str, float],
-) -> dict[str, Any]:
-    """Exemplar effect (the test pairs again at k = 0, paired) and the user-swap test."""
+) -> tuple[dict[str, Any], dict[str, list[Any]], list[Pair]]:
+    """Exemplar effect (the test pairs again at k = 0, paired) and the user-swap test.
+
+    Returns the figures, the verdict frames behind them by set (``"test"``: the k = 0 verdicts;
+    ``"user_swap"``) and the user-swap pairs, which :func:`save_verdicts` keeps.
+    """
     new_tokens, prefix = profile.max_completion_length, profile.answer_prefix
     t0 = time.perf_counter()
     blind = judge_pairs(tuned.model, tuned.tokenizer, test, by_id, new_tokens, "probe k=0",
                         both_orders=True, batch_size=8, k=0, prefix=prefix)  # fmt: skip
-    effect = exemplar_effect(
-        predictions_frame(judged, test, "SFT"), predictions_frame(blind, test, "SFT, k=0")
-    )
+    blind_frame = predictions_frame(blind, test, "SFT, k=0", k=0)
+    effect = exemplar_effect(predictions_frame(judged, test, "SFT"), blind_frame)
     timings["judge_k0_s"] = round(time.perf_counter() - t0, 1)
     out: dict[str, Any] = {"exemplar_effect": _rounded(effect)}
+    kept: dict[str, list[Any]] = {"test": [blind_frame]}
+    swap: list[Pair] = []
     if recipe.user_swap_test:
         swap = user_swap_pairs(
             exemplars, "test", recipe.user_swap_test, profile.max_exemplars, profile.seed
@@ -306,4 +319,83 @@ def _personalization(
         out["user_swap_visible_cues"] = _rounded(
             user_swap_summary(predictions_frame(cues, swap, "visible cues"), swap)
         )
-    return out
+        kept["user_swap"] = [
+            predictions_frame(verdicts, swap, "SFT"),
+            predictions_frame(ngrams, swap, "char n-grams"),
+            predictions_frame(cues, swap, "visible cues"),
+        ]
+    return out, kept, swap
+
+
+#: What a probe keeps in its folder, so that two probes of the same seed can be paired later.
+VERDICTS_FILE = "verdicts.csv"
+SWAP_PAIRS_FILE = "user_swap_pairs.jsonl"
+
+
+def save_verdicts(out: Path, frames: dict[str, list[Any]], swap_pairs: Sequence[Pair]) -> Path:
+    """Write every verdict of a probe (one row per pair and order, ``set`` = test or user_swap)
+    and the user-swap pairs they were judged on.
+
+    Why: the probe log keeps only summaries, so two recipes on the same seed could be compared
+    only side by side, and two overlapping intervals say little about a 0.02 difference that a
+    paired interval over the same items can settle (:func:`compare_probes`).
+    """
+    import pandas as pd
+
+    parts = [f.assign(set=name) for name, fs in frames.items() for f in fs]
+    path = out / VERDICTS_FILE
+    pd.concat(parts, ignore_index=True).to_csv(path, index=False)
+    write_jsonl(out / SWAP_PAIRS_FILE, swap_pairs)
+    return path
+
+
+def _read_probe(folder: Path, model: str) -> tuple[Any, list[Pair]]:
+    import pandas as pd
+
+    path, pairs_path = folder / VERDICTS_FILE, folder / SWAP_PAIRS_FILE
+    for p in (path, pairs_path):
+        if not p.is_file():
+            raise DataError(
+                "the file is missing",
+                "run the probe again with scripts/probe_recipes.py (probes keep their verdicts "
+                f"in {VERDICTS_FILE} and {SWAP_PAIRS_FILE} since this was added).",
+                path=str(p),
+            )
+    frame = pd.read_csv(path)
+    frame = frame[(frame["set"] == "user_swap") & (frame["model"] == model)]
+    if frame.empty:
+        raise DataError(
+            f"no user-swap verdicts of model '{model}'",
+            "name one of: " + ", ".join(sorted(pd.read_csv(path)["model"].unique())),
+            path=str(path),
+        )
+    return frame, read_jsonl(pairs_path, Pair)
+
+
+def compare_probes(
+    x: Path, y: Path, model_x: str = "SFT", model_y: str = "SFT"
+) -> dict[str, float | int]:
+    """User-swap accuracy of ``model_x`` in probe ``x`` minus ``model_y`` in probe ``y``, paired
+    over the items both judged (:func:`~persrm_utils.evaluate.metrics.user_swap_difference`).
+
+    Both probes must have judged the same items: the same seed, authors, texts and k. Items are
+    matched by their pairs' ids *and* their texts and exemplars, so a probe with longer texts
+    (``--words``) is refused instead of being paired on different questions.
+    """
+    fx, px = _read_probe(x, model_x)
+    fy, py = _read_probe(y, model_y)
+    same = {p.pair_id: (p.chosen, p.rejected, tuple(p.exemplar_ids)) for p in px}
+    other = {p.pair_id: (p.chosen, p.rejected, tuple(p.exemplar_ids)) for p in py}
+    shared = [p for p in px if other.get(p.pair_id) == same[p.pair_id]]
+    if not shared:
+        raise DataError(
+            f"{x} and {y} judged no user-swap item in common",
+            "compare probes of the same seed, authors, texts and k.",
+        )
+    if same != other:
+        raise DataError(
+            f"{x} and {y} judged different user-swap items "
+            f"({len(shared)} of their {len(same)} and {len(other)} user-swap pairs in common)",
+            "compare probes of the same seed, authors, texts, k and --user-swap-test.",
+        )
+    return user_swap_difference(fx, fy, px)
