@@ -232,6 +232,33 @@ def test_markdown_puts_a_failed_backends_call_chain_under_the_table():
     assert "```\n" + error + "\n```" in page
 
 
+#: Installed here for the notebooks, absent from a GPU image and from the wheelhouse.
+JUPYTER_ONLY = ("nbformat", "nbclient", "papermill", "ipykernel", "jupyter_client", "ipywidgets",
+                "traitlets", "jsonschema")  # fmt: skip
+BLOCKED_IMPORT = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked}:
+            raise ImportError(f"{{name}} is not on the GPU image")
+sys.meta_path.insert(0, Block())
+import persrm_utils.bench.gpu_check, persrm_utils.bench.gpu_parts, persrm_utils.bench.mechanics
+import persrm_utils.bench.learning_check, persrm_utils.bench.judging_speed, persrm_utils.train
+print("imported")
+"""
+
+
+def test_the_gpu_check_and_the_trainers_import_without_jupyter():
+    """The first GPU check died at import: the training code reached ``nbformat`` (through the
+    notebook runner), which neither the GPU image nor the offline wheel set had."""
+    code = BLOCKED_IMPORT.format(blocked=set(JUPYTER_ONLY))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 0 and "imported" in proc.stdout, proc.stderr[-2000:]
+
+
 def test_compare_gives_ratios_and_the_t4_fit():
     results = {
         "transformers": {"sft": {"s_per_step": 2.0, "peak_vram_reserved_gib": 12.0},

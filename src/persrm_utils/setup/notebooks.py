@@ -10,11 +10,17 @@ runtime and profile to choose.
 from __future__ import annotations
 
 from pathlib import Path
-
-import nbformat
+from typing import TYPE_CHECKING
 
 from persrm_utils.paths import notebooks_dir
 from persrm_utils.setup.colab import COLAB_HEADER, badge_markdown, install_cell_source
+
+if TYPE_CHECKING:
+    import nbformat
+
+# nbformat is imported where it is used: the training code reaches this module (through the
+# runner's ``solutions_name``), and a GPU image without Jupyter must still train. The first GPU
+# check died at import for want of nbformat, which neither the image nor the wheelhouse had.
 
 INSTALL_TAG = "colab-install"
 PARAMETERS_TAG = "parameters"
@@ -55,6 +61,8 @@ def _tagged(nb: nbformat.NotebookNode, tag: str) -> list[nbformat.NotebookNode]:
 
 def problems(path: Path) -> list[str]:
     """What is out of step in one notebook (empty list: clean)."""
+    import nbformat
+
     nb = nbformat.read(path, as_version=4)
     out = []
     for i, cell in enumerate(nb.cells):
@@ -83,6 +91,8 @@ def problems(path: Path) -> list[str]:
 
 def sync(path: Path) -> bool:
     """Strip outputs, regenerate the install cell and the badge. True when the file changed."""
+    import nbformat
+
     before = path.read_text(encoding="utf-8")
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
