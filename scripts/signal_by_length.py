@@ -26,8 +26,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON line per cell")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from persrm_utils.bench.signal import signal_grid
     from persrm_utils.errors import PersRMError
+    from persrm_utils.evaluate.signal import signal_grid
     from persrm_utils.profiles import get_profile
 
     try:

@@ -78,6 +78,9 @@ def test_smoke_series_runs_and_hands_over_through_the_manifest(smoke_run):
     assert {e.meta["split"] for e in exemplars} == {"train", "val", "test", "seen_test"}
     assert any(e.author_id == "me" and e.meta["split"] == "test" for e in exemplars)
     assert (run.path / "figures" / "01_style_map.png").stat().st_size > 10_000
+    assert (run.path / "figures" / "01_signal_by_length.png").stat().st_size > 10_000
+    nb01 = _outputs(nbformat.read(run.path / "notebooks" / "01_exemplars.ipynb", 4))
+    assert "9 cells, " in nb01 and "char n-grams, k=3" in nb01  # 3 lengths x 3 ks on smoke
     # 02: one pairs file per split, every record valid, every type present
     pairs = [p for s in ("train", "val", "test", "seen_test")
              for p in read_jsonl(run.path / "pairs" / f"{s}.jsonl", Pair)]  # fmt: skip

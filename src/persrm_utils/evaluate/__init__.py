@@ -22,6 +22,7 @@ from persrm_utils.evaluate.metrics import (
 )
 from persrm_utils.evaluate.personalization import measure_personalization
 from persrm_utils.evaluate.results_page import write_results_page
+from persrm_utils.evaluate.signal import signal_grid, signal_table
 
 __all__ = [
     "accuracy_table",
@@ -37,6 +38,8 @@ __all__ = [
     "predictions_frame",
     "predictions_records",
     "random_baseline",
+    "signal_grid",
+    "signal_table",
     "stylometric_baseline",
     "train_bt",
     "user_swap_summary",

@@ -4,19 +4,21 @@ A judge can only read what the texts carry. Before paying for a longer run, meas
 model-free reader, the character n-gram baseline (:func:`~persrm_utils.evaluate.baselines.
 stylometric_baseline`), separates two authors on the user-swap test at each text length and
 number of exemplars: that is a floor for what a judge that reads the person should reach, and
-it costs seconds, not the hour of a probe. ``scripts/signal_by_length.py`` prints the grid.
+it costs seconds, not the hour of a probe. Notebook 01 plots it for the run's profile;
+``scripts/signal_by_length.py`` prints it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from persrm_utils.data.exemplars import collect
+from persrm_utils.data.exemplars import assign_splits, load_corpus, select
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
 from persrm_utils.evaluate.metrics import predictions_frame, user_swap_summary
 from persrm_utils.profiles import Profile
+from persrm_utils.records import Exemplar
 
 
 def signal_grid(
@@ -24,6 +26,7 @@ def signal_grid(
     lengths: Iterable[int],
     ks: Iterable[int],
     items: int | None = 100,
+    corpus: Sequence[Exemplar] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (words, k): the user-swap accuracy of character n-grams and of the visible
     cues on ``items`` items of ``profile``'s unseen authors (drawn as notebook 05 draws them),
@@ -32,11 +35,15 @@ def signal_grid(
 
     The authors, texts and items are the profile's (its seed and split sizes): the recipe
     probes set ``n_val_authors=0``, which changes which authors are unseen, so pass that
-    override to read the grid beside a probe's figures.
+    override to read the grid beside a probe's figures. ``corpus``: the texts as
+    :func:`~persrm_utils.data.exemplars.load_corpus` gave them (notebook 01 has them loaded);
+    None loads the profile's corpus once.
     """
+    corpus = list(corpus) if corpus is not None else load_corpus(profile)
     rows = []
     for words in lengths:
-        exemplars = collect(profile.override(max_output_words=words))
+        cut = profile.override(max_output_words=words)
+        exemplars = assign_splits(select(corpus, cut), cut)
         by_id = {e.text_id: e for e in exemplars}
         for k in ks:
             swap, _ = unseen_user_swap_pairs(exemplars, items, k, profile.seed)
@@ -49,3 +56,20 @@ def signal_grid(
                 row["n_items"] = int(s["n_pairs"])  # user-swap items
             rows.append(row)
     return rows
+
+
+def signal_table(rows: list[dict[str, Any]]) -> Any:
+    """:func:`signal_grid`'s rows as one line per judge and k (``model``), with ``words``,
+    ``accuracy``, ``ci_low``, ``ci_high``, ``both_right`` and ``n_pairs`` (items) columns:
+    the long format :func:`~persrm_utils.classroom.plots.accuracy_vs` draws. The visible cues
+    are kept at k = 1 only, as the flat line they are."""
+    import pandas as pd
+
+    records = []
+    for r in rows:
+        for judge in ("char n-grams", "visible cues"):
+            if judge == "visible cues" and r["k"] != 1:
+                continue
+            records.append({"model": f"{judge}, k={r['k']}", "words": r["words"], **r[judge],
+                            "n_pairs": r["n_items"]})  # fmt: skip
+    return pd.DataFrame.from_records(records)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from persrm_utils.bench.signal import signal_grid
+from persrm_utils.evaluate.signal import signal_grid, signal_table
 from persrm_utils.profiles import get_profile
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,6 +23,11 @@ def test_each_cell_cuts_texts_and_exemplars_to_its_length_and_shows_k_exemplars(
             assert 0 <= s["ci_low"] <= s["accuracy"] <= s["ci_high"] <= 1
             assert 0 <= s["both_right"] <= 1
     assert signal_grid(profile, [12], [1], 6) == rows[:1]  # seeded: the same items every time
+    table = signal_table(rows)
+    assert list(table["model"].unique()) == ["char n-grams, k=1", "visible cues, k=1",
+                                             "char n-grams, k=2"]  # fmt: skip
+    row = table[(table["model"] == "char n-grams, k=2") & (table["words"] == 40)].iloc[0]
+    assert row["accuracy"] == rows[3]["char n-grams"]["accuracy"] and row["n_pairs"] == 6
 
 
 def test_the_script_prints_one_line_per_cell():
