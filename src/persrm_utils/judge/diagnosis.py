@@ -209,9 +209,10 @@ def personalization_message(
             "exemplars, no opening; `sft_user_swap_items`). On SmolLM2-135M, mixed into SFT "
             "with the style_random pairs (the cpu-long profile), they lifted the user-swap test "
             "just above chance in three probes and a full run (0.530 to 0.553; twice the items "
-            "added 0.02); other mixes, two exemplars instead of one at the same 74 steps, and "
-            "the short cue-based reasoning stayed at chance (RESULTS.md lists the recipes "
-            "measured); a larger model is not yet measured. "
+            "added 0.02); other mixes, two exemplars instead of one or texts twice as long at "
+            "the same 74 steps (though the texts then carry more of the person: char n-grams "
+            "rise), and the short cue-based reasoning stayed at chance (RESULTS.md lists the "
+            "recipes measured); a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
