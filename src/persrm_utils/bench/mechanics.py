@@ -25,12 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from persrm_utils.bench.timebox import (
-    Deadline,
-    StepClock,
-    run_capped,
-    write_json_atomic,
-)
+from persrm_utils.bench.timebox import Deadline, StepClock, run_capped, write_json_atomic
 from persrm_utils.errors import ConfigError
 from persrm_utils.judge.format import SYSTEM_PROMPT, format_answer
 from persrm_utils.models.loader import add_lora, load_model
@@ -164,8 +159,9 @@ def guard_embedding_ids(model: Any) -> Any:
     On a GPU, an id outside the embedding table fails inside the kernel ("device-side assert
     triggered"), reported later and without the frame that passed it: all the first GPU check
     learned of its Unsloth GRPO failure. This forward pre-hook on the input embeddings checks
-    every call's ids (one host sync per forward: a benchmark's price, not the series') and
-    raises a ValueError with the shape, the ids' range, the table's rows and the Python stack.
+    every call's ids (one host sync per forward; generation already syncs once per token, so
+    the GRPO seconds it adds should be small, not yet measured on a GPU) and raises a
+    ValueError with the shape, the ids' range, the table's rows and the Python stack.
     Returns the hook's handle (``.remove()`` takes it off).
     """
     import traceback
