@@ -16,6 +16,7 @@ from pathlib import Path
 
 from persrm_utils.bench.probe import compare_probes
 from persrm_utils.errors import PersRMError
+from persrm_utils.evaluate.metrics import format_user_swap_difference
 
 
 def main(argv: list[str]) -> int:
@@ -30,12 +31,8 @@ def main(argv: list[str]) -> int:
     except PersRMError as err:
         print(err, file=sys.stderr)
         return 2
-    print(
-        f"user-swap accuracy, {args.probe_x.name} '{args.model_x}' minus {args.probe_y.name} "
-        f"'{args.model_y}', on the same {diff['n_items']} items: {diff['difference']:+.3f} "
-        f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] "
-        f"({diff['accuracy_x']:.3f} against {diff['accuracy_y']:.3f})"
-    )
+    x, y = f"{args.probe_x.name} '{args.model_x}'", f"{args.probe_y.name} '{args.model_y}'"
+    print(format_user_swap_difference(diff, x, y))
     return 0
 
 

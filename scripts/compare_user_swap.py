@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from persrm_utils.errors import PersRMError
+from persrm_utils.evaluate.metrics import format_user_swap_difference
 from persrm_utils.evaluate.personalization import compare_user_swap
 from persrm_utils.use.persrm import run_profile
 
@@ -33,12 +34,8 @@ def main(argv: list[str]) -> int:
     except PersRMError as err:
         print(err, file=sys.stderr)
         return 2
-    print(
-        f"user-swap accuracy, {args.run_x.name} '{args.model_x}' minus {args.run_y.name} "
-        f"'{args.model_y}', on the same {diff['n_items']} items: {diff['difference']:+.3f} "
-        f"[{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] "
-        f"({diff['accuracy_x']:.3f} against {diff['accuracy_y']:.3f})"
-    )
+    x, y = f"{args.run_x.name} '{args.model_x}'", f"{args.run_y.name} '{args.model_y}'"
+    print(format_user_swap_difference(diff, x, y))
     return 0
 
 

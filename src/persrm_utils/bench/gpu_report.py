@@ -7,11 +7,9 @@ memory carries over (same model, same settings, same kernels).
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-#: A frame line of a failure summary: ``path:line in function``.
-FRAME_LINE = re.compile(r":\d+ in \S+$")
+from persrm_utils.bench.timebox import failure_headline
 
 CAVEAT = (
     "A datacenter GPU's time is not a T4's time: seconds per step measured here say nothing "
@@ -44,15 +42,6 @@ def _kv(figures: dict[str, Any]) -> list[str]:
     return _table(["figure", "value"], [[k, v] for k, v in figures.items()])
 
 
-def _headline(error: str) -> str:
-    """The exception line of a :func:`~persrm_utils.bench.timebox.failure_summary`, else the
-    error's first line: what fits in a table cell."""
-    lines = [ln for ln in error.splitlines() if ln.strip()]
-    if lines and lines[0].startswith("traceback"):
-        lines = [ln for ln in lines[1:] if not FRAME_LINE.search(ln)] or lines
-    return lines[0][:200] if lines else ""
-
-
 def _mechanics(f: dict[str, Any]) -> list[str]:
     lines = _kv({"settings": f.get("settings")}) if f.get("settings") else []
     rows, failures = [], []
@@ -61,7 +50,7 @@ def _mechanics(f: dict[str, Any]) -> list[str]:
         error = r.get("error") or ""
         rows.append([name, r.get("status"), sft.get("s_per_step"), grpo.get("s_per_step"),
                      sft.get("peak_vram_reserved_gib"), grpo.get("peak_vram_reserved_gib"),
-                     _headline(error) if error else r.get("reason")])  # fmt: skip
+                     failure_headline(error) if error else r.get("reason")])  # fmt: skip
         if "\n" in error:  # the call chain, under the table, where it can be read
             where = f" (whole output: `{r['log']}`)" if r.get("log") else ""
             failures += ["", f"{name} failed{where}:", "", "```", error, "```"]

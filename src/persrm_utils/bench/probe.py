@@ -361,12 +361,12 @@ def _read_probe(folder: Path, model: str) -> tuple[Any, list[Pair]]:
                 f"in {VERDICTS_FILE} and {SWAP_PAIRS_FILE} since this was added).",
                 path=str(p),
             )
-    frame = pd.read_csv(path)
-    frame = frame[(frame["set"] == "user_swap") & (frame["model"] == model)]
+    every = pd.read_csv(path)
+    frame = every[(every["set"] == "user_swap") & (every["model"] == model)]
     if frame.empty:
         raise DataError(
             f"no user-swap verdicts of model '{model}'",
-            "name one of: " + ", ".join(sorted(pd.read_csv(path)["model"].unique())),
+            "name one of: " + ", ".join(sorted(every["model"].unique())),
             path=str(path),
         )
     return frame, read_jsonl(pairs_path, Pair)

@@ -135,6 +135,19 @@ def failure_summary(stderr: str, limit: int = 3000) -> str:
     return "traceback (innermost last):\n" + "\n".join(frames) + f"\n{exception}"
 
 
+#: A frame line of a :func:`failure_summary`: ``path:line in function``.
+SUMMARY_FRAME = re.compile(r":\d+ in \S+$")
+
+
+def failure_headline(error: str) -> str:
+    """The exception line of a :func:`failure_summary`, else the error's first line: what fits
+    in a table cell (at most 200 characters)."""
+    lines = [ln for ln in error.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("traceback"):
+        lines = [ln for ln in lines[1:] if not SUMMARY_FRAME.search(ln)] or lines
+    return lines[0][:200] if lines else ""
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temporary file and a rename: a kill mid-write leaves the old file."""
     path.parent.mkdir(parents=True, exist_ok=True)

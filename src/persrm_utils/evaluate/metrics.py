@@ -28,7 +28,7 @@ Everything here is plain pandas and numpy and deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -249,6 +249,16 @@ def format_interval(value: float, low: float, high: float, n: int) -> str:
     if n < MIN_PAIRS_FOR_CI:
         return f"{value:.3f} (n={n}, too few for an interval)"
     return f"{value:.3f} [{low:.3f}, {high:.3f}], n={n}"
+
+
+def format_user_swap_difference(diff: Mapping[str, Any], x: str, y: str) -> str:
+    """One line for a :func:`user_swap_difference`: ``x`` minus ``y`` with its paired interval
+    and both accuracies, as the comparison scripts print it (runs or recipe probes)."""
+    return (
+        f"user-swap accuracy, {x} minus {y}, on the same {diff['n_items']} items: "
+        f"{diff['difference']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}] "
+        f"({diff['accuracy_x']:.3f} against {diff['accuracy_y']:.3f})"
+    )
 
 
 def _paired_difference(
