@@ -125,6 +125,7 @@ def test_a_whole_probe_on_the_tiny_model_reports_and_keeps_verdicts_that_pair(tm
     import pandas as pd
 
     from persrm_utils.bench.probe import ProbeRecipe, run_probe
+    from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME
 
     recipe = ProbeRecipe(base="smoke", types=("style_random",),
                          test_types=("cross_author", "style_random"), think="none", epochs=1,
@@ -142,7 +143,11 @@ def test_a_whole_probe_on_the_tiny_model_reports_and_keeps_verdicts_that_pair(tm
     counts = frame.groupby(["set", "model"]).size().to_dict()
     assert counts == {
         ("test", m): 8 for m in ("SFT", "SFT, k=0", "char n-grams", "visible cues")
-    } | {("user_swap", m): 12 for m in ("SFT", "char n-grams", "visible cues")}
+    } | {("user_swap", m): 12 for m in ("SFT", "char n-grams", "visible cues", LIKELIHOOD_NAME)}
+    pmi = result["personalization"]["user_swap_likelihood"]  # the base model, adapter disabled
+    assert pmi["n_pairs"] == 3 and result["timings"]["likelihood_user_swap_s"] > 0
+    letters = frame[frame["model"] == LIKELIHOOD_NAME].groupby("pair_id")["letter"].nunique()
+    assert (letters == 2).all()  # one score per text: the same text wins in both orders
     assert set(frame.loc[frame["model"] == "SFT, k=0", "k"]) == {0}
     diff = compare_probes(tmp_path / "probe", tmp_path / "probe", "SFT", "char n-grams")
     assert diff["n_items"] == 3 and diff["accuracy_x"] == pytest.approx(swap["accuracy"])

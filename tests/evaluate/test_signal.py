@@ -39,3 +39,17 @@ def test_the_script_prints_one_line_per_cell():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("words   20  k 1  items    4  char n-grams")
+
+
+def test_a_language_model_adds_its_likelihood_column_on_the_same_items():
+    from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME
+    from persrm_utils.models.loader import load_model
+
+    profile = get_profile("smoke")
+    loaded = load_model(profile)
+    rows = signal_grid(profile, [20], [1], 4, lm=(loaded.model, loaded.tokenizer))
+    (row,) = rows
+    s = row[LIKELIHOOD_NAME]
+    assert 0 <= s["ci_low"] <= s["accuracy"] <= s["ci_high"] <= 1
+    assert row["char n-grams"] == signal_grid(profile, [20], [1], 4)[0]["char n-grams"]
+    assert f"{LIKELIHOOD_NAME}, k=1" in set(signal_table(rows)["model"])

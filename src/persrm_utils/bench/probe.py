@@ -25,6 +25,7 @@ from persrm_utils.data.pairs import generation_requests, make_pairs, offline_bac
 from persrm_utils.data.user_swap import user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
+from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
 from persrm_utils.evaluate.metrics import (
     accuracy_table,
     exemplar_effect,
@@ -324,6 +325,15 @@ def _personalization(
             predictions_frame(ngrams, swap, "char n-grams"),
             predictions_frame(cues, swap, "visible cues"),
         ]
+        if not recipe.init_adapter:  # with one, the model under the adapter is not the base
+            t0 = time.perf_counter()
+            with tuned.model.disable_adapter():  # the base model: what it knew before SFT
+                pmi = likelihood_baseline(tuned.model, tuned.tokenizer, swap, by_id)
+            timings["likelihood_user_swap_s"] = round(time.perf_counter() - t0, 1)
+            out["user_swap_likelihood"] = _rounded(
+                user_swap_summary(predictions_frame(pmi, swap, LIKELIHOOD_NAME), swap)
+            )
+            kept["user_swap"].append(predictions_frame(pmi, swap, LIKELIHOOD_NAME))
     return out, kept, swap
 
 

@@ -6,16 +6,23 @@ stylometric_baseline`), separates two authors on the user-swap test at each text
 number of exemplars: that is a floor for what a judge that reads the person should reach, and
 it costs seconds, not the hour of a probe. Notebook 01 plots it for the run's profile;
 ``scripts/signal_by_length.py`` prints it.
+
+Given a language model, the grid also asks whether *the model* carries the person before any
+training: :func:`~persrm_utils.evaluate.likelihood.likelihood_baseline` (how much the exemplars
+raise each text's likelihood) on the same items. That costs forward passes (minutes on CPU), so
+it is only computed when asked (``scripts/signal_by_length.py --model``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from persrm_utils.data.exemplars import assign_splits, load_corpus, select
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
+from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
 from persrm_utils.evaluate.metrics import predictions_frame, user_swap_summary
 from persrm_utils.profiles import Profile
 from persrm_utils.records import Exemplar
@@ -27,6 +34,7 @@ def signal_grid(
     ks: Iterable[int],
     items: int | None = 100,
     corpus: Sequence[Exemplar] | None = None,
+    lm: tuple[Any, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (words, k): the user-swap accuracy of character n-grams and of the visible
     cues on ``items`` items of ``profile``'s unseen authors (drawn as notebook 05 draws them),
@@ -37,7 +45,8 @@ def signal_grid(
     probes set ``n_val_authors=0``, which changes which authors are unseen, so pass that
     override to read the grid beside a probe's figures. ``corpus``: the texts as
     :func:`~persrm_utils.data.exemplars.load_corpus` gave them (notebook 01 has them loaded);
-    None loads the profile's corpus once.
+    None loads the profile's corpus once. ``lm``: a ``(model, tokenizer)`` whose likelihood
+    baseline joins each cell under :data:`~persrm_utils.evaluate.likelihood.LIKELIHOOD_NAME`.
     """
     corpus = list(corpus) if corpus is not None else load_corpus(profile)
     rows = []
@@ -48,9 +57,14 @@ def signal_grid(
         for k in ks:
             swap, _ = unseen_user_swap_pairs(exemplars, items, k, profile.seed)
             row: dict[str, Any] = {"words": words, "k": k}
-            for name, judge in (("char n-grams", stylometric_baseline),
-                                ("visible cues", visible_cue_baseline)):  # fmt: skip
-                s = user_swap_summary(predictions_frame(judge(swap, by_id), swap, name), swap)
+            judges: dict[str, Any] = {
+                "char n-grams": partial(stylometric_baseline, swap, by_id),
+                "visible cues": partial(visible_cue_baseline, swap, by_id),
+            }
+            if lm is not None:
+                judges[LIKELIHOOD_NAME] = partial(likelihood_baseline, *lm, swap, by_id)
+            for name, judge in judges.items():
+                s = user_swap_summary(predictions_frame(judge(), swap, name), swap)
                 row[name] = {key: round(float(s[key]), 3) for key in
                              ("accuracy", "ci_low", "ci_high", "both_right")}  # fmt: skip
                 row["n_items"] = int(s["n_pairs"])  # user-swap items
@@ -67,8 +81,8 @@ def signal_table(rows: list[dict[str, Any]]) -> Any:
 
     records = []
     for r in rows:
-        for judge in ("char n-grams", "visible cues"):
-            if judge == "visible cues" and r["k"] != 1:
+        for judge in ("char n-grams", "visible cues", LIKELIHOOD_NAME):
+            if judge not in r or (judge == "visible cues" and r["k"] != 1):
                 continue
             records.append({"model": f"{judge}, k={r['k']}", "words": r["words"], **r[judge],
                             "n_pairs": r["n_items"]})  # fmt: skip
