@@ -67,6 +67,13 @@ def main(argv: list[str]) -> int:
         help="the profile's seed: which authors are unseen, which texts pair up, the LoRA init "
         "(a second seed asks whether a figure survives another draw)",
     )
+    ap.add_argument(
+        "--user-swap-teacher",
+        action="store_true",
+        help="train only on user-swap items the untrained model's likelihood reads under both "
+        "users (drawn from --user-swap-candidates, default 3x --user-swap-train)",
+    )
+    ap.add_argument("--user-swap-candidates", type=int, default=None)
     ap.add_argument("--gen-budget-s", type=float, default=600.0, help="LLM negatives budget")
     ap.add_argument("--out", type=Path, default=Path("runs/probe"))
     ap.add_argument("--log", type=Path, default=Path("runs/probe/recipes.jsonl"))
@@ -95,6 +102,8 @@ def main(argv: list[str]) -> int:
         prefill=not args.no_prefill,
         user_swap_train=args.user_swap_train,
         user_swap_test=args.user_swap_test,
+        user_swap_teacher=args.user_swap_teacher,
+        user_swap_candidates=args.user_swap_candidates,
         init_adapter=args.init_adapter,
         seed=args.seed,
     )

@@ -211,6 +211,12 @@ class Profile(BaseModel):
         description="also judge the user-swap items with the SFT judge when GRPO ran (4 "
         "verdicts per item more): shows whether GRPO kept what SFT learned to read",
     )
+    eval_likelihood: bool = Field(
+        default=True,
+        description="also score the user-swap items with the untrained base model's likelihood "
+        "(how much the exemplars raise each text's probability; 3 forward passes per item and "
+        "user): shows whether the model under the judge carries the person before training",
+    )
     bt_max_steps: int | None = Field(
         default=None, ge=1, description="Bradley-Terry RM steps in 05 (None: sft_max_steps)"
     )
@@ -339,6 +345,9 @@ _CPU: dict[str, Any] = dict(
     eval_max_seen_pairs=12,
     eval_zero_shot_pairs=24,  # the untrained base model is a reference: 48 verdicts, not 254
     eval_user_swap_sft=False,  # 400 more verdicts (about 5 minutes, estimated): cpu-long has it
+    # 600 forward passes, about 3.5 minutes on 2 cores (scripts/signal_by_length.py --model, 100
+    # items): past cpu's 45 minutes; cpu-long has it, RESULTS.md has the cpu figure
+    eval_likelihood=False,
     bon_tasks=4,
     bon_n=3,
     policy_grpo_steps=2,
@@ -397,6 +406,7 @@ _BASE: dict[str, dict[str, Any]] = {
             # unseen authors, intervals above 0.5; 36 more SFT steps than cpu (run cpu-long-a)
             "sft_user_swap_items": 48,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
+            "eval_likelihood": True,  # does the untrained model read the person already?
         }
         | {"description": _CPU_LONG_DESCRIPTION},
     ),

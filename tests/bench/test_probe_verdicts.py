@@ -151,3 +151,21 @@ def test_a_whole_probe_on_the_tiny_model_reports_and_keeps_verdicts_that_pair(tm
     assert set(frame.loc[frame["model"] == "SFT, k=0", "k"]) == {0}
     diff = compare_probes(tmp_path / "probe", tmp_path / "probe", "SFT", "char n-grams")
     assert diff["n_items"] == 3 and diff["accuracy_x"] == pytest.approx(swap["accuracy"])
+
+
+def test_a_teacher_filtered_probe_trains_only_on_items_the_base_model_reads(tmp_path):
+    """The probe's ``user_swap_teacher`` lever: the training user-swap items are drawn from
+    candidates and only those the untrained model's likelihood reads under both users are kept,
+    whole (both users' versions), and the probe reports how many."""
+    from persrm_utils.bench.probe import ProbeRecipe, run_probe
+
+    recipe = ProbeRecipe(base="smoke", types=("style_random",), test_types=("style_random",),
+                         think="none", epochs=1, n_train_authors=4, n_test_authors=2,
+                         texts_per_author=8, max_output_words=30, max_train_pairs=4,
+                         user_swap_train=3, user_swap_teacher=True, user_swap_candidates=12,
+                         max_test_pairs=2, user_swap_test=2, gen_budget_s=0)  # fmt: skip
+    result = run_probe(recipe, tmp_path / "probe")
+    teacher = result["user_swap_teacher"]
+    assert teacher["candidates"] == 12 and teacher["used"] == min(3, teacher["kept"])
+    assert result["train_types"].get("user_swap", 0) == 2 * teacher["used"]
+    assert result["timings"]["teacher_s"] > 0 and "-us3t-" in recipe.slug()

@@ -116,3 +116,24 @@ def test_smollm2_gains_most_on_the_text_its_exemplar_repeats():
                 meta={"k": 1})  # fmt: skip
     (score,) = likelihood_scores(loaded.model, loaded.tokenizer, [pair], {"e1": ex})
     assert score[seen] > 10 and score[seen] > score[other] + 10
+
+
+def test_the_teacher_keeps_whole_items_it_reads_under_both_users(tiny):
+    """Why: a filter that kept one user's version of an item would turn the user-swap lesson
+    (the same two texts, each author's label) into an ordinary pair the texts can decide."""
+    from persrm_utils.evaluate.likelihood import items_the_model_reads
+
+    model, tokenizer, exemplars = tiny
+    by_id = {e.text_id: e for e in exemplars}
+    swap = user_swap_pairs(exemplars, "train", n_pairs=12, k=1, seed=0)
+    kept, stats = items_the_model_reads(model, tokenizer, swap, by_id)
+    assert stats["candidates"] == 12 and len(kept) == 2 * stats["kept"]
+    verdicts = likelihood_baseline(model, tokenizer, swap, by_id)
+    right = {(p.pair_id): j.letter == j.label for p, j in zip(swap, verdicts[::2], strict=True)}
+    groups: dict[str, list[str]] = {}
+    for p in kept:
+        groups.setdefault(p.meta["swap_group"], []).append(p.meta["user"])
+        assert right[p.pair_id]  # every kept version is one the teacher got right
+    assert all(sorted(users) == ["a", "b"] for users in groups.values())
+    assert stats["accuracy"] == pytest.approx(sum(right.values()) / len(right), abs=1e-4)
+    assert [p.pair_id for p in kept] == [p.pair_id for p in swap if p in kept]  # order kept

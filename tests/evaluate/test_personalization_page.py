@@ -56,6 +56,7 @@ def test_the_sft_judge_is_measured_on_user_swap_only_when_the_profile_asks(
     from smoke_run import build_smoke_run
 
     from persrm_utils.evaluate.held_out import GRPO, SFT
+    from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME
     from persrm_utils.evaluate.personalization import NGRAMS, measure_personalization
     from persrm_utils.models.loader import add_lora, load_model
     from persrm_utils.records import Exemplar, Pair, read_jsonl
@@ -75,13 +76,17 @@ def test_the_sft_judge_is_measured_on_user_swap_only_when_the_profile_asks(
 
     summary, extra, swap = measure_personalization(profile, run, pairs, by_id, judged, 2)
     assert summary["final"] == GRPO
-    assert list(summary["models"]) == [SFT, GRPO, NGRAMS]
+    assert list(summary["models"]) == [SFT, GRPO, NGRAMS, LIKELIHOOD_NAME]
+    pmi = summary["models"][LIKELIHOOD_NAME]
+    assert pmi["exemplar_effect"] is None and pmi["user_swap"]["n_pairs"] == 2
+    verdicts = extra[f"{LIKELIHOOD_NAME}, user-swap"]
+    assert len(verdicts) == 2 * len(swap) and verdicts[0].completion.startswith("pmi A=")
     for name in (SFT, GRPO):
         assert summary["models"][name]["user_swap"]["n_pairs"] == 2
         assert summary["models"][name]["exemplar_effect"] is None  # no k = 0 run was given
         assert len(extra[f"{name}, user-swap"]) == 2 * len(swap)  # both orders of each pair
     assert len(swap) == 4  # 2 items x 2 users
 
-    cheap = profile.override(eval_user_swap_sft=False)
+    cheap = profile.override(eval_user_swap_sft=False, eval_likelihood=False)
     summary, extra, _ = measure_personalization(cheap, run, pairs, by_id, judged, 2)
     assert list(summary["models"]) == [GRPO, NGRAMS] and f"{SFT}, user-swap" not in extra

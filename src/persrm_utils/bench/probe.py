@@ -25,7 +25,11 @@ from persrm_utils.data.pairs import generation_requests, make_pairs, offline_bac
 from persrm_utils.data.user_swap import user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
-from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
+from persrm_utils.evaluate.likelihood import (
+    LIKELIHOOD_NAME,
+    items_the_model_reads,
+    likelihood_baseline,
+)
 from persrm_utils.evaluate.metrics import (
     accuracy_table,
     exemplar_effect,
@@ -36,7 +40,7 @@ from persrm_utils.evaluate.metrics import (
 from persrm_utils.generation.cache import CachedGenerator
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.judge.judging import judge_pairs
-from persrm_utils.models.loader import load_model
+from persrm_utils.models.loader import load_model, release_memory
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import LLM_TYPES, Pair, read_jsonl, write_jsonl
 from persrm_utils.train.sft import load_with_adapter, train_sft
@@ -65,6 +69,10 @@ class ProbeRecipe:
     prefill: bool = True  # verdict-only: the harness writes "<think></think><answer>[["
     user_swap_train: int = 0  # user-swap items of training authors added to SFT (4 rows each)
     user_swap_test: int = 100  # user-swap items of unseen authors judged (4 verdicts each)
+    # keep only the training user-swap items the untrained model's likelihood reads under both
+    # users (evaluate.likelihood.items_the_model_reads), from this many candidates (None: 3x)
+    user_swap_teacher: bool = False
+    user_swap_candidates: int | None = None
     # a curriculum's second stage: an earlier stage's adapter is merged into the base model
     # first, and this recipe trains a fresh LoRA on top of it
     init_adapter: str | None = None
@@ -77,6 +85,7 @@ class ProbeRecipe:
         types = "+".join(t.split("_")[0] for t in self.types)
         fill = "" if self.prefill or self.think != "none" else "-noprefill"
         swap = f"-us{self.user_swap_train}" if self.user_swap_train else ""
+        swap += "t" if swap and self.user_swap_teacher else ""
         then = "-after" if self.init_adapter else ""
         return (
             f"{types}{swap}{then}-{self.think}{fill}-lr{self.learning_rate:g}-e{self.epochs:g}"
@@ -196,10 +205,9 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
     made = make_pairs(planned, exemplars, generator, profile.max_output_words, "rules", False)
     timings["pairs_s"] = round(time.perf_counter() - t0, 1)
     train = made.pairs["train"][: recipe.max_train_pairs]
+    teacher: dict[str, Any] = {}
     if recipe.user_swap_train:
-        train += user_swap_pairs(
-            exemplars, "train", recipe.user_swap_train, profile.max_exemplars, profile.seed
-        )
+        train += _training_user_swap(recipe, profile, exemplars, by_id, teacher, timings)
     test = made.pairs["test"][: recipe.max_test_pairs]
 
     rows, trace_stats = _rows(train, by_id, recipe.think)
@@ -239,6 +247,7 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
         "n_test_pairs": len(test),
         "train_types": _counts(p.negative_type for p in train),
         "generation": gen_stats,
+        "user_swap_teacher": teacher,
         "traces": {k: v for k, v in trace_stats.items() if k != "by_negative_type"},
         "sft": {
             "steps": result.steps,
@@ -254,6 +263,33 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
         "by_type": _table(frame, ["negative_type"]),
         "reasons": _counts(j.reason for j in judged),
     }
+
+
+def _training_user_swap(
+    recipe: ProbeRecipe,
+    profile: Any,
+    exemplars: Sequence[Any],
+    by_id: dict,
+    teacher: dict[str, Any],
+    timings: dict[str, float],
+) -> list[Pair]:
+    """The training authors' user-swap items SFT sees: the first ``user_swap_train`` items, or
+    with ``user_swap_teacher`` the first that many of the candidates the base model reads under
+    both users (``teacher`` receives the candidates, the kept items and the teacher's accuracy).
+    """
+    k, seed, wanted = profile.max_exemplars, profile.seed, recipe.user_swap_train
+    if not recipe.user_swap_teacher:
+        return user_swap_pairs(exemplars, "train", wanted, k, seed)
+    candidates = user_swap_pairs(exemplars, "train", recipe.user_swap_candidates or 3 * wanted,
+                                 k, seed)  # fmt: skip
+    t0 = time.perf_counter()
+    base = load_model(profile)
+    kept, stats = items_the_model_reads(base.model, base.tokenizer, candidates, by_id)
+    del base
+    release_memory()
+    timings["teacher_s"] = round(time.perf_counter() - t0, 1)
+    teacher.update(stats, used=min(wanted, stats["kept"]))
+    return kept[: 2 * wanted]
 
 
 def _stage_one(profile: Any, adapter: str | None) -> Any:

@@ -163,3 +163,37 @@ def likelihood_baseline(
     for pair, score in zip(pairs, scores, strict=True):
         out += _both_orders(pair, score, "pmi", "+.2f")
     return out
+
+
+def items_the_model_reads(
+    model: Any,
+    tokenizer: Any,
+    swap_pairs: Sequence[Pair],
+    by_id: Mapping[str, Exemplar],
+    batch_size: int = 8,
+) -> tuple[list[Pair], dict[str, float]]:
+    """The user-swap items whose writer the base model's likelihood names under *both* users.
+
+    A user-swap item of two training authors is a clean lesson only if the exemplars really
+    tell the two texts apart; many 30-word texts of two Reuters writers do not, and their
+    labels then teach noise. The untrained model's likelihood (:func:`likelihood_baseline`) is
+    a teacher that needs no labels of ours: keep the items it gets right under both users,
+    both versions, in their order. Use it on *training* authors only: filtering the test items
+    would grade the judge on the questions the teacher found easy.
+
+    Returns the kept pairs and what happened: ``candidates`` and ``kept`` items and the
+    teacher's user-swap ``accuracy`` on the candidates.
+    """
+    verdicts = likelihood_baseline(model, tokenizer, swap_pairs, by_id, batch_size=batch_size)
+    right: dict[str, list[bool]] = {}
+    for pair, first in zip(swap_pairs, verdicts[::2], strict=True):
+        # one score per text: both orders name the same text, so the first order says it all
+        right.setdefault(str(pair.meta["swap_group"]), []).append(first.letter == first.label)
+    clean = {group for group, oks in right.items() if len(oks) == 2 and all(oks)}
+    kept = [p for p in swap_pairs if p.meta["swap_group"] in clean]
+    scored = [ok for oks in right.values() for ok in oks]
+    return kept, {
+        "candidates": len(right),
+        "kept": len(clean),
+        "accuracy": round(sum(scored) / max(1, len(scored)), 4),
+    }

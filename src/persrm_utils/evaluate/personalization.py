@@ -11,6 +11,11 @@ profile asks) and for the baselines that can take them:
   ignores the exemplars, and the share of items right under both users
   (:func:`~persrm_utils.evaluate.metrics.user_swap_summary`).
 
+With ``profile.eval_likelihood`` the untrained base model's likelihood baseline
+(:mod:`persrm_utils.evaluate.likelihood`) takes the user-swap test too: whether the model under
+the judge carries the person before any training, which tells a judge that cannot learn to read
+it from a model that has nothing to read.
+
 Everything is written next to notebook 05's other files (``eval/personalization.json`` and
 ``eval/personalization_predictions.jsonl``); the pairs and predictions of the main evaluation
 are left as they are.
@@ -28,6 +33,7 @@ from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
 from persrm_utils.evaluate.held_out import GRPO, SFT
+from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
 from persrm_utils.evaluate.metrics import (
     exemplar_effect,
     predictions_frame,
@@ -101,6 +107,11 @@ def measure_personalization(
             profile.max_completion_length, f"{profile.model_name}:{name}:user-swap",
             both_orders=True, batch_size=batch_size, prefix=profile.answer_prefix,
         )  # fmt: skip
+        if name == final and profile.eval_likelihood:
+            with tuned.model.disable_adapter():  # the base model, before any of our training
+                extra[f"{LIKELIHOOD_NAME}, user-swap"] = likelihood_baseline(
+                    tuned.model, tuned.tokenizer, swap_pairs, by_id, batch_size=batch_size
+                )
         del tuned  # one judge in memory at a time (a 7B one on 24gb)
         release_memory()
         row["user_swap"] = _swap(extra[f"{name}, user-swap"], swap_pairs)
@@ -112,6 +123,11 @@ def measure_personalization(
         "exemplar_effect": _effect(ngrams_k, extra[f"{NGRAMS}, k=0"], unseen),
         "user_swap": _swap(extra[f"{NGRAMS}, user-swap"], swap_pairs),
     }
+    if f"{LIKELIHOOD_NAME}, user-swap" in extra:
+        models[LIKELIHOOD_NAME] = {
+            "exemplar_effect": None,  # the test pairs' openings belong to one text: not asked
+            "user_swap": _swap(extra[f"{LIKELIHOOD_NAME}, user-swap"], swap_pairs),
+        }
     if bt is not None and BT in judged:
         model, tokenizer = bt
         bt_k = [j for j in judged[BT] if j.pair_id in {p.pair_id for p in unseen}]

@@ -648,7 +648,11 @@ MIN_PAIRS_FOR_CI = 10
 #: The judges whose accuracy per negative type the record keeps (those the notebooks show).
 BY_TYPE_JUDGES = ("SFT", "SFT + GRPO", "Bradley-Terry RM", "stylometric (char n-grams)")
 #: Besides the final judge, the models whose personalization the found block shows.
-PERSONALIZATION_BASELINES = ("stylometric (char n-grams)", "Bradley-Terry RM")
+PERSONALIZATION_BASELINES = (
+    "stylometric (char n-grams)",
+    "LM likelihood (no training)",
+    "Bradley-Terry RM",
+)
 SPLITS = ("train", "val", "test", "seen_test")
 
 
