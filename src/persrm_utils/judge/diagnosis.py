@@ -212,7 +212,10 @@ def personalization_message(
             "added 0.02); other mixes, two exemplars instead of one or texts twice as long at "
             "the same 74 steps (though the texts then carry more of the person: char n-grams "
             "rise), and the short cue-based reasoning stayed at chance (RESULTS.md lists the "
-            "recipes measured); a larger model is not yet measured. "
+            "recipes measured). The untrained model often reads the person already (its "
+            "likelihood, evaluate.likelihood: 0.76 on SmolLM2's user-swap items): training only "
+            "on the user-swap items it reads under both users lifted one probe to 0.603 "
+            "(`probe_recipes.py --user-swap-teacher`); a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
