@@ -90,14 +90,14 @@ def text_logprobs(
                     ids[row, : len(seq)] = torch.tensor(seq)
                     mask[row, : len(seq)] = 1
                 logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                logp = torch.log_softmax(logits.float(), dim=-1)
                 for row, (seq, text_start) in enumerate(chunk):
-                    # token t is predicted at position t - 1
+                    # token t is predicted at position t - 1; the softmax in float32 is taken
+                    # over the text's positions only (a whole batch of 150k-word vocabularies in
+                    # float32 is gigabytes on a T4)
+                    logp = torch.log_softmax(logits[row, text_start - 1 : len(seq) - 1].float(), -1)
                     targets = torch.tensor(seq[text_start:], device=logp.device)
-                    picked = logp[row, text_start - 1 : len(seq) - 1].gather(
-                        -1, targets.unsqueeze(-1)
-                    )
-                    out.append(float(picked.sum()))
+                    out.append(float(logp.gather(-1, targets.unsqueeze(-1)).sum()))
+                del logits
     finally:
         model.train(was_training)
     return out

@@ -110,8 +110,8 @@ def measure_personalization(
         if name == final and profile.eval_likelihood:
             with tuned.model.disable_adapter():  # the base model, before any of our training
                 extra[f"{LIKELIHOOD_NAME}, user-swap"] = likelihood_baseline(
-                    tuned.model, tuned.tokenizer, swap_pairs, by_id, batch_size=batch_size
-                )
+                    tuned.model, tuned.tokenizer, swap_pairs, by_id, batch_size=4
+                )  # whole-sequence logits over the vocabulary: smaller batches than judging
         del tuned  # one judge in memory at a time (a 7B one on 24gb)
         release_memory()
         row["user_swap"] = _swap(extra[f"{name}, user-swap"], swap_pairs)
