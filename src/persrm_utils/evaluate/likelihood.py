@@ -118,18 +118,16 @@ def likelihood_scores(
     same two texts under two users, and that halves its cost.
     """
     with_ex: list[tuple[list[dict[str, str]], str]] = []
-    blind: dict[tuple[str, str], int] = {}
-    blind_items: list[tuple[list[dict[str, str]], str]] = []
+    blind: dict[tuple[str, str], int] = {}  # (opening, text) -> its row among the blind scores
     for pair in pairs:
         shown = shown_exemplars(pair, by_id, k)
         for text in (pair.chosen, pair.rejected):
             with_ex.append((bt_context(pair.prompt, shown), text))
-            key = (pair.prompt, text)
-            if key not in blind:
-                blind[key] = len(blind_items)
-                blind_items.append((bt_context(pair.prompt, []), text))
+            blind.setdefault((pair.prompt, text), len(blind))
     cond = text_logprobs(model, tokenizer, with_ex, batch_size)
-    base = text_logprobs(model, tokenizer, blind_items, batch_size)
+    base = text_logprobs(
+        model, tokenizer, [(bt_context(prompt, []), text) for prompt, text in blind], batch_size
+    )
     out = []
     for i, pair in enumerate(pairs):
         texts = (pair.chosen, pair.rejected)
