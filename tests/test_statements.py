@@ -139,6 +139,6 @@ def test_04_glossary_names_what_trl_logs(name: str):
 
 def test_03_gives_a_stronger_teacher_the_sft_pairs_and_its_own_budget():
     text = _cell_text("03_sft_qlora.ipynb")
-    assert "STRONGER_TEACHER, sft_pairs(train_pairs, profile)" in text
+    assert "STRONGER_TEACHER, sft_train, by_id, profile, session.path" in text
     assert "teacher_requests(sft_train, by_id, profile.max_completion_length)" not in text
     assert "teacher_max_new_tokens(profile.max_completion_length)" in text

@@ -161,6 +161,19 @@ class Profile(BaseModel):
         "texts with each author's exemplars, no opening: only the exemplars decide; 4 rows "
         "each); 0: none",
     )
+    sft_user_swap_teacher: bool = Field(
+        default=False,
+        description="draw the SFT user-swap items from sft_user_swap_candidates and keep the "
+        "first sft_user_swap_items whose writer the untrained base model's likelihood names "
+        "under both users (train.user_swap_items): many short pairs of two writers cannot be "
+        "told apart, and their labels teach noise",
+    )
+    sft_user_swap_candidates: int | None = Field(
+        default=None,
+        ge=1,
+        description="user-swap items the base model scores when sft_user_swap_teacher is on "
+        "(None: 3 x sft_user_swap_items); 3 forward passes per item and user",
+    )
     grpo_negative_types: tuple[PairType, ...] | None = Field(
         default=None,
         description="negative types of the training pairs in GRPO's prompt pool (None: all; "
@@ -276,6 +289,19 @@ class Profile(BaseModel):
             f"{self.grpo_grad_accum} = {batch} completions per generation round must be a "
             f"multiple of grpo_num_generations = {group} (TRL generates whole groups); {options}"
         )
+
+    @model_validator(mode="after")
+    def _enough_candidates(self) -> Profile:
+        """The teacher can only keep items it was given: fewer candidates than items is a
+        typo, refused before the base model spends minutes scoring them."""
+        wanted, pool = self.sft_user_swap_items, self.sft_user_swap_candidates
+        if self.sft_user_swap_teacher and pool is not None and pool < wanted:
+            raise ValueError(
+                f"sft_user_swap_candidates = {pool} is fewer than sft_user_swap_items = "
+                f"{wanted}: the base model keeps some of the candidates, never more; use at "
+                f"least {wanted} candidates (None: {3 * wanted})"
+            )
+        return self
 
     @property
     def answer_prefix(self) -> str:
@@ -402,9 +428,12 @@ _BASE: dict[str, dict[str, Any]] = {
     "cpu-long": dict(
         **{
             **_CPU,
-            # probes us99m48 and us99m48s1 (two seeds, RESULTS.md): user-swap 0.530 and 0.543 on
-            # unseen authors, intervals above 0.5; 36 more SFT steps than cpu (run cpu-long-a)
-            "sft_user_swap_items": 48,
+            # run cpu-long-a (48 unfiltered items): user-swap 0.550 after SFT, 0.535 at the end
+            "sft_user_swap_items": 96,
+            # probe us99m96t (RESULTS.md): the 96 of 240 candidate items the untrained model
+            # reads gave user-swap 0.603 [0.565, 0.638] after SFT; 288 unfiltered items, 0.505
+            "sft_user_swap_teacher": True,
+            "sft_user_swap_candidates": 240,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
             "eval_likelihood": True,  # does the untrained model read the person already?
         }

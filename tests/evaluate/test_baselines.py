@@ -13,7 +13,6 @@ from persrm_utils.data.exemplars import collect
 from persrm_utils.data.pairs import make_pairs, offline_backend, plan_pairs
 from persrm_utils.errors import PersRMError
 from persrm_utils.evaluate.baselines import (
-    BT_SYSTEM_PROMPT,
     TfidfModel,
     bt_baseline,
     bt_rows,
@@ -26,7 +25,7 @@ from persrm_utils.evaluate.baselines import (
 )
 from persrm_utils.evaluate.metrics import accuracy_table, predictions_frame
 from persrm_utils.generation.cache import CachedGenerator
-from persrm_utils.judge.format import label
+from persrm_utils.judge.format import BT_SYSTEM_PROMPT, label
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import Exemplar, Pair
 
@@ -370,7 +369,8 @@ def test_a_saved_reward_model_reloads_with_the_same_scores(trained_bt, smoke):
 
 
 def test_bt_referee_says_whether_the_real_text_scores_higher(trained_bt, smoke):
-    from persrm_utils.evaluate.baselines import bt_context, bt_scores
+    from persrm_utils.evaluate.baselines import bt_scores
+    from persrm_utils.judge.format import bt_context
     from persrm_utils.use.best_of_n import BonTask, bt_real_preferred
 
     pairs_by_split, by_id = smoke

@@ -8,9 +8,10 @@ import pytest
 
 from persrm_utils.data.exemplars import collect
 from persrm_utils.data.user_swap import user_swap_pairs
-from persrm_utils.evaluate.baselines import bt_context
-from persrm_utils.evaluate.likelihood import likelihood_baseline, likelihood_scores, text_logprobs
+from persrm_utils.evaluate.likelihood import likelihood_baseline
 from persrm_utils.evaluate.metrics import predictions_frame, user_swap_summary
+from persrm_utils.judge.format import bt_context
+from persrm_utils.judge.likelihood import likelihood_scores, text_logprobs
 from persrm_utils.models.loader import load_model
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import Exemplar
@@ -80,7 +81,7 @@ def test_the_verdicts_are_position_free_and_no_exemplar_is_a_tie(tiny):
 
 def test_a_template_that_rewrites_earlier_turns_is_refused(tiny):
     from persrm_utils.errors import PersRMError
-    from persrm_utils.evaluate.likelihood import _split_ids
+    from persrm_utils.judge.likelihood import _split_ids
 
     _, tokenizer, _ = tiny
 
@@ -121,7 +122,7 @@ def test_smollm2_gains_most_on_the_text_its_exemplar_repeats():
 def test_the_teacher_keeps_whole_items_it_reads_under_both_users(tiny):
     """Why: a filter that kept one user's version of an item would turn the user-swap lesson
     (the same two texts, each author's label) into an ordinary pair the texts can decide."""
-    from persrm_utils.evaluate.likelihood import items_the_model_reads
+    from persrm_utils.judge.likelihood import items_the_model_reads
 
     model, tokenizer, exemplars = tiny
     by_id = {e.text_id: e for e in exemplars}

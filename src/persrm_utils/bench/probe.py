@@ -25,11 +25,7 @@ from persrm_utils.data.pairs import generation_requests, make_pairs, offline_bac
 from persrm_utils.data.user_swap import user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import stylometric_baseline, visible_cue_baseline
-from persrm_utils.evaluate.likelihood import (
-    LIKELIHOOD_NAME,
-    items_the_model_reads,
-    likelihood_baseline,
-)
+from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
 from persrm_utils.evaluate.metrics import (
     accuracy_table,
     exemplar_effect,
@@ -40,6 +36,7 @@ from persrm_utils.evaluate.metrics import (
 from persrm_utils.generation.cache import CachedGenerator
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.judge.judging import judge_pairs
+from persrm_utils.judge.likelihood import items_the_model_reads
 from persrm_utils.models.loader import load_model, release_memory
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import LLM_TYPES, Pair, read_jsonl, write_jsonl
@@ -70,7 +67,7 @@ class ProbeRecipe:
     user_swap_train: int = 0  # user-swap items of training authors added to SFT (4 rows each)
     user_swap_test: int = 100  # user-swap items of unseen authors judged (4 verdicts each)
     # keep only the training user-swap items the untrained model's likelihood reads under both
-    # users (evaluate.likelihood.items_the_model_reads), from this many candidates (None: 3x)
+    # users (judge.likelihood.items_the_model_reads), from this many candidates (None: 3x)
     user_swap_teacher: bool = False
     user_swap_candidates: int | None = None
     # a curriculum's second stage: an earlier stage's adapter is merged into the base model

@@ -38,7 +38,7 @@ from typing import Any
 
 from persrm_utils.errors import PersRMError
 from persrm_utils.hardware import choose_dtype_name, detect
-from persrm_utils.judge.format import exemplar_blocks, label, responses, shown_exemplars
+from persrm_utils.judge.format import bt_context, label, responses, shown_exemplars
 from persrm_utils.judge.judging import Judgement
 from persrm_utils.models.loader import import_backend_first, resolve_source
 from persrm_utils.profiles import Profile
@@ -268,16 +268,6 @@ def visible_cue_baseline(
 # Bradley-Terry reward model (TRL RewardTrainer)
 # --------------------------------------------------------------------------------------------
 
-BT_SYSTEM_PROMPT = (
-    "You are a personalized reward model. Read the user's exemplars, infer their personal factors "
-    "(tone, diction, sentence length, punctuation, structure, topic handling), then rate how "
-    "likely it is that this user wrote the assistant's continuation."
-)
-BT_INSTRUCTION = "Continue the prompt as this user would."
-#: The instruction of a pair with no opening (the user-swap test).
-BT_NO_PROMPT_INSTRUCTION = "Write a text as this user would."
-NO_EXEMPLARS = "No exemplars are available for this user."
-
 
 def bt_prompt(
     pair: Pair, by_id: Mapping[str, Exemplar], k: int | None = None
@@ -288,19 +278,6 @@ def bt_prompt(
     reward model scores one response at a time, and the response is the assistant turn.
     """
     return bt_context(pair.prompt, shown_exemplars(pair, by_id, k))
-
-
-def bt_context(prompt: str, exemplars: Sequence[Exemplar]) -> list[dict[str, str]]:
-    """:func:`bt_prompt` for an opening and exemplars that are not a pair (best-of-N, 06)."""
-    blocks = exemplar_blocks(exemplars) or [NO_EXEMPLARS]
-    if prompt.strip():
-        blocks += [f"[Prompt] {prompt.strip()}", BT_INSTRUCTION]
-    else:  # a user-swap pair: no opening is shown (it would give the answer away)
-        blocks.append(BT_NO_PROMPT_INSTRUCTION)
-    return [
-        {"role": "system", "content": BT_SYSTEM_PROMPT},
-        {"role": "user", "content": "\n\n".join(blocks)},
-    ]
 
 
 def bt_rows(

@@ -215,7 +215,8 @@ def personalization_message(
             "recipes measured). The untrained model often reads the person already (its "
             "likelihood, evaluate.likelihood: 0.76 on SmolLM2's user-swap items): training only "
             "on the user-swap items it reads under both users lifted one probe to 0.603 "
-            "(`probe_recipes.py --user-swap-teacher`); a larger model is not yet measured. "
+            "(`sft_user_swap_teacher`, in the cpu-long profile); a larger model is not yet "
+            "measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:

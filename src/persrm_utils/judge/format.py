@@ -195,7 +195,7 @@ def exemplar_blocks(exemplars: Sequence[Exemplar]) -> list[str]:
     """One ``[Exemplar i]`` block per exemplar, as every prompt of the series shows them.
 
     Shared by the judge's prompt and the Bradley-Terry reward model's context
-    (:func:`persrm_utils.evaluate.baselines.bt_context`), so both models read the user's writing
+    (:func:`bt_context`, below), so both models read the user's writing
     laid out the same way; each caller says in its own words when there is none.
     """
     return [
@@ -368,3 +368,36 @@ def parse_verdict(text: str) -> Verdict:
         n_answers=n_answers,
         exact=exact,
     )
+
+
+# The Bradley-Terry reward model's and the likelihood's context (no responses in it)
+
+BT_SYSTEM_PROMPT = (
+    "You are a personalized reward model. Read the user's exemplars, infer their personal factors "
+    "(tone, diction, sentence length, punctuation, structure, topic handling), then rate how "
+    "likely it is that this user wrote the assistant's continuation."
+)
+BT_INSTRUCTION = "Continue the prompt as this user would."
+#: The instruction of a pair with no opening (the user-swap test).
+BT_NO_PROMPT_INSTRUCTION = "Write a text as this user would."
+BT_NO_EXEMPLARS = "No exemplars are available for this user."
+
+
+def bt_context(prompt: str, exemplars: Sequence[Exemplar]) -> list[dict[str, str]]:
+    """The Bradley-Terry reward model's context: system prompt, then exemplars and the opening.
+
+    Laid out like the judge's prompt (the same exemplar blocks), minus the two responses: a
+    scalar reward model scores one text at a time, as the assistant turn after this context.
+    Kept here, beside the judge's prompt, because the reward model
+    (:func:`persrm_utils.evaluate.baselines.bt_prompt`), best-of-N (notebook 06) and the base
+    model's likelihood (:mod:`persrm_utils.judge.likelihood`) all read the user this way.
+    """
+    blocks = exemplar_blocks(exemplars) or [BT_NO_EXEMPLARS]
+    if prompt.strip():
+        blocks += [f"[Prompt] {prompt.strip()}", BT_INSTRUCTION]
+    else:  # a user-swap pair: no opening is shown (it would give the answer away)
+        blocks.append(BT_NO_PROMPT_INSTRUCTION)
+    return [
+        {"role": "system", "content": BT_SYSTEM_PROMPT},
+        {"role": "user", "content": "\n\n".join(blocks)},
+    ]

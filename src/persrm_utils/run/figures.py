@@ -368,6 +368,12 @@ def _setting(stage: str, profile: str) -> str:
             f"{model}, LoRA r={p.lora_r} α={p.lora_alpha}, {bits}, reasoning `{p.reasoning}`; "
             f"{length} on {_types(p.sft_negative_types)}"
             + (f" + {p.sft_user_swap_items} user-swap items" if p.sft_user_swap_items else "")
+            + (
+                " (those the untrained model reads, of "
+                f"{p.sft_user_swap_candidates or 3 * p.sft_user_swap_items})"
+                if p.sft_user_swap_items and p.sft_user_swap_teacher
+                else ""
+            )
         )
     if stage == "04_grpo_unsloth":
         return (

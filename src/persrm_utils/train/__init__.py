@@ -21,12 +21,14 @@ from persrm_utils.train.traces import (
     teacher_requests,
     to_sft_rows,
 )
+from persrm_utils.train.user_swap_items import choose_user_swap_items
 
 __all__ = [
     "CURVES",
     "accept_teacher",
     "adapter_tensor_norms",
     "advantages",
+    "choose_user_swap_items",
     "correctness_reward",
     "describe_traces",
     "fit_to_budget",

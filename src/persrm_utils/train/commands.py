@@ -45,6 +45,11 @@ from persrm_utils.train.trainer import (
     check_adapter,
     read_training_record,
 )
+from persrm_utils.train.user_swap_items import (
+    CHOICE_FILE,
+    choose_user_swap_items,
+    drawn_items,
+)
 
 SFT_STAGE = "03_sft_qlora"
 
@@ -63,28 +68,42 @@ def load_stage_inputs(run_path: Path) -> tuple[list[Pair], list[Pair], dict[str,
 
 
 def sft_pairs(
-    train: list[Pair], profile: Profile, by_id: dict[str, Exemplar] | None = None
+    train: list[Pair],
+    profile: Profile,
+    by_id: dict[str, Exemplar] | None = None,
+    user_swap: list[Pair] | None = None,
 ) -> list[Pair]:
     """The training pairs SFT writes traces for: those of ``profile.sft_negative_types``, plus
-    ``profile.sft_user_swap_items`` user-swap items of training authors (needs ``by_id``).
+    ``profile.sft_user_swap_items`` user-swap items of training authors.
 
     A curriculum: a small judge first learns the blatant type it can learn in the budget (the
     `cpu` profile: ``style_random``); GRPO then samples from every training pair and keeps the
     ones the SFT judge is unsure about, which are mostly of the types SFT left out. User-swap
-    items (:mod:`persrm_utils.data.user_swap`) are pairs only the exemplars can decide.
+    items (:mod:`persrm_utils.data.user_swap`) are pairs only the exemplars can decide. Pass
+    them as ``user_swap`` (from :func:`~persrm_utils.train.user_swap_items.choose_user_swap_items`,
+    which a profile with ``sft_user_swap_teacher`` needs, since the base model chooses them);
+    otherwise the seeded draw is built here from ``by_id``.
     """
     kinds = profile.sft_negative_types
     out = [p for p in train if kinds is None or p.negative_type in kinds]
-    if profile.sft_user_swap_items:
-        if by_id is None:
-            raise DataError(
-                f"profile '{profile.name}' asks for {profile.sft_user_swap_items} user-swap "
-                "items, which are built from the exemplars",
-                "pass the exemplars by id: sft_pairs(train, profile, by_id).",
-            )
-        out += user_swap_pairs(list(by_id.values()), "train", profile.sft_user_swap_items,
-                               profile.max_exemplars, profile.seed)  # fmt: skip
-    return out
+    if not profile.sft_user_swap_items:
+        return out
+    if user_swap is not None:
+        return out + user_swap
+    if profile.sft_user_swap_teacher:
+        raise DataError(
+            f"profile '{profile.name}' trains on the user-swap items the base model reads "
+            "(sft_user_swap_teacher), which only the model can choose",
+            "choose them first and pass them on: items, report = choose_user_swap_items("
+            "profile, by_id, run_path); sft_pairs(train, profile, by_id, user_swap=items).",
+        )
+    if by_id is None:
+        raise DataError(
+            f"profile '{profile.name}' asks for {profile.sft_user_swap_items} user-swap "
+            "items, which are built from the exemplars",
+            "pass the exemplars by id: sft_pairs(train, profile, by_id).",
+        )
+    return out + drawn_items(profile, by_id)
 
 
 def grpo_pairs(train: list[Pair], profile: Profile, by_id: dict[str, Exemplar]) -> list[Pair]:
@@ -93,14 +112,14 @@ def grpo_pairs(train: list[Pair], profile: Profile, by_id: dict[str, Exemplar]) 
 
     The pre-flight keeps only the prompts whose group of samples has reward variance, so the
     pool says what GRPO *may* meet; what it trains on is what the SFT judge is unsure about.
-    The user-swap items are a second draw (seed + 1) with SFT's own items removed, so GRPO
-    asks about pairs of texts SFT never saw together: a reward there cannot come from
-    remembering an SFT label.
+    The user-swap items are a second draw (seed + 1) with SFT's whole draw removed (with
+    ``sft_user_swap_teacher``: every candidate, kept or not), so GRPO asks about pairs of texts
+    SFT never saw together: a reward there cannot come from remembering an SFT label.
     """
     kinds = profile.grpo_negative_types
     out = [p for p in train if kinds is None or p.negative_type in kinds]
     if profile.grpo_user_swap_items:
-        taken = {p.meta["swap_group"] for p in sft_pairs([], profile, by_id)}
+        taken = {p.meta["swap_group"] for p in drawn_items(profile, by_id)}
         drawn = user_swap_pairs(list(by_id.values()), "train", profile.grpo_user_swap_items,
                                 profile.max_exemplars, profile.seed + 1)  # fmt: skip
         out += [p for p in drawn if p.meta["swap_group"] not in taken]
@@ -215,7 +234,10 @@ def run_sft_stage(
         return {"skipped": True}
     profile, run, main = begun
     train, _, by_id = load_stage_inputs(run.path)
-    traces, stats = make_traces(sft_pairs(train, profile, by_id), by_id, profile.reasoning)
+    # with sft_user_swap_teacher the base model chooses them (cached in the run folder)
+    swap, swap_report = choose_user_swap_items(profile, by_id, run.path if main else None)
+    traces, stats = make_traces(sft_pairs(train, profile, by_id, swap), by_id, profile.reasoning)
+    stats["user_swap_items"] = swap_report
     out_dir = run.path / "sft"
     # --force trains again from the start; otherwise only an interrupted run of the same
     # settings resumes. The traces are written once the adapter trained on them is saved.
@@ -228,7 +250,8 @@ def run_sft_stage(
         run.finish_stage(
             SFT_STAGE,
             [out_dir / ADAPTER, out_dir / TRAIN_LOG, out_dir / "traces.jsonl",
-             out_dir / "summary.json"],
+             out_dir / "summary.json"]
+            + [p for p in [run.path / CHOICE_FILE] if p.is_file()],
             training=trained_with(out_dir, result.resumed_from),
         )  # fmt: skip
         print(

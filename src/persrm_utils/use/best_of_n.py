@@ -34,10 +34,10 @@ import pandas as pd
 from persrm_utils.data.pairs import clean_generation
 from persrm_utils.data.stylometry import feature_scale, feature_table, style_distance, text_features
 from persrm_utils.errors import DataError
-from persrm_utils.evaluate.baselines import TfidfModel, bt_context, bt_scores, similarity
+from persrm_utils.evaluate.baselines import TfidfModel, bt_scores, similarity
 from persrm_utils.evaluate.metrics import bootstrap_ci
 from persrm_utils.generation.requests import GenRequest
-from persrm_utils.judge.format import compare_messages, full_answer, parse_verdict
+from persrm_utils.judge.format import bt_context, compare_messages, full_answer, parse_verdict
 from persrm_utils.records import Exemplar
 from persrm_utils.train.rewards import completion_text
 
