@@ -122,7 +122,9 @@ def _read_cache(cache: Path | None, settings: dict[str, Any]) -> dict[str, Any] 
         record = json.loads(cache.read_text())
     except json.JSONDecodeError:
         return None  # a write cut short: score again
-    return record if record.get("settings") == settings else None
+    if record.get("settings") != settings or not isinstance(record.get("groups"), list):
+        return None
+    return record
 
 
 def _score(
