@@ -380,11 +380,12 @@ _CPU: dict[str, Any] = dict(
 )
 
 _CPU_LONG_DESCRIPTION = (
-    "The cpu recipe plus the one personalization lever a probe measured above chance: 48 "
-    "user-swap items of training authors mixed into SFT (the same two real texts with each "
-    "author's exemplars, no opening: only the exemplars decide). The SFT judge's user-swap "
-    "accuracy is measured beside the final judge's. The measured time and what it learns "
-    "are in RESULTS.md."
+    "The cpu recipe plus the personalization lever that moved the judge furthest: 96 user-swap "
+    "items of training authors mixed into SFT (the same two real texts with each author's "
+    "exemplars, no opening: only the exemplars decide), chosen from 240 by the untrained "
+    "model's likelihood (sft_user_swap_teacher). The SFT judge's user-swap accuracy is "
+    "measured beside the final judge's, and the untrained model's likelihood beside both. "
+    "The measured time and what it learns are in RESULTS.md."
 )
 
 _BASE: dict[str, dict[str, Any]] = {
@@ -428,10 +429,10 @@ _BASE: dict[str, dict[str, Any]] = {
     "cpu-long": dict(
         **{
             **_CPU,
-            # run cpu-long-a (48 unfiltered items): user-swap 0.550 after SFT, 0.535 at the end
+            # run cpu-long-a (48 unfiltered items): user-swap 0.550 after SFT, 0.535 at the end;
+            # run cpu-long-b (these 96 of 240, chosen by the untrained model's likelihood): 0.600
+            # after SFT, 0.610 [0.578, 0.640] at the end (probe us99m96t: 0.603), 77 minutes
             "sft_user_swap_items": 96,
-            # probe us99m96t (RESULTS.md): the 96 of 240 candidate items the untrained model
-            # reads gave user-swap 0.603 [0.565, 0.638] after SFT; 288 unfiltered items, 0.505
             "sft_user_swap_teacher": True,
             "sft_user_swap_candidates": 240,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?

@@ -213,10 +213,10 @@ def personalization_message(
             "the same 74 steps (though the texts then carry more of the person: char n-grams "
             "rise), and the short cue-based reasoning stayed at chance (RESULTS.md lists the "
             "recipes measured). The untrained model often reads the person already (its "
-            "likelihood, evaluate.likelihood: 0.76 on SmolLM2's user-swap items): training only "
-            "on the user-swap items it reads under both users lifted one probe to 0.603 "
-            "(`sft_user_swap_teacher`, in the cpu-long profile); a larger model is not yet "
-            "measured. "
+            "likelihood, judge.likelihood: 0.76-0.78 on SmolLM2's user-swap items): training "
+            "only on the user-swap items it reads under both users (`sft_user_swap_teacher`, the "
+            "cpu-long profile) lifted a probe to 0.603 and a full run to 0.610, still short of "
+            "the likelihood itself; a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
