@@ -304,6 +304,15 @@ class Profile(BaseModel):
         return self
 
     @property
+    def user_swap_draw(self) -> int:
+        """How many training user-swap items SFT's seeded draw holds: with
+        ``sft_user_swap_teacher`` the candidates the base model scores (None: 3 x the items),
+        otherwise the items themselves."""
+        if not self.sft_user_swap_teacher:
+            return self.sft_user_swap_items
+        return self.sft_user_swap_candidates or 3 * self.sft_user_swap_items
+
+    @property
     def answer_prefix(self) -> str:
         """What the harness writes at the start of each judge answer (empty unless verdict-only)."""
 

@@ -36,12 +36,12 @@ from persrm_utils.evaluate.metrics import (
 from persrm_utils.generation.cache import CachedGenerator
 from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.judge.judging import judge_pairs
-from persrm_utils.judge.likelihood import items_the_model_reads
-from persrm_utils.models.loader import load_model, release_memory
+from persrm_utils.models.loader import load_model
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import LLM_TYPES, Pair, read_jsonl, write_jsonl
 from persrm_utils.train.sft import load_with_adapter, train_sft
 from persrm_utils.train.traces import reasoning_traces, to_sft_rows
+from persrm_utils.train.user_swap_items import choose_user_swap_items
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,9 @@ class ProbeRecipe:
             sft_grad_accum=2,
             seen_author_frac=0.1,
             seed=self.seed,
+            sft_user_swap_items=self.user_swap_train,
+            sft_user_swap_teacher=self.user_swap_teacher,
+            sft_user_swap_candidates=self.user_swap_candidates,
         )
 
 
@@ -204,7 +207,7 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
     train = made.pairs["train"][: recipe.max_train_pairs]
     teacher: dict[str, Any] = {}
     if recipe.user_swap_train:
-        train += _training_user_swap(recipe, profile, exemplars, by_id, teacher, timings)
+        train += _training_user_swap(profile, by_id, teacher, timings)
     test = made.pairs["test"][: recipe.max_test_pairs]
 
     rows, trace_stats = _rows(train, by_id, recipe.think)
@@ -263,30 +266,18 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
 
 
 def _training_user_swap(
-    recipe: ProbeRecipe,
-    profile: Any,
-    exemplars: Sequence[Any],
-    by_id: dict,
-    teacher: dict[str, Any],
-    timings: dict[str, float],
+    profile: Any, by_id: dict, teacher: dict[str, Any], timings: dict[str, float]
 ) -> list[Pair]:
-    """The training authors' user-swap items SFT sees: the first ``user_swap_train`` items, or
-    with ``user_swap_teacher`` the first that many of the candidates the base model reads under
-    both users (``teacher`` receives the candidates, the kept items and the teacher's accuracy).
+    """The training authors' user-swap items SFT sees, chosen as notebook 03 chooses them
+    (:func:`~persrm_utils.train.user_swap_items.choose_user_swap_items`, from the recipe's
+    ``sft_user_swap_*`` fields); with the teacher, ``teacher`` receives the candidates, the
+    kept and used items and the teacher's accuracy, and ``timings`` its seconds.
     """
-    k, seed, wanted = profile.max_exemplars, profile.seed, recipe.user_swap_train
-    if not recipe.user_swap_teacher:
-        return user_swap_pairs(exemplars, "train", wanted, k, seed)
-    candidates = user_swap_pairs(exemplars, "train", recipe.user_swap_candidates or 3 * wanted,
-                                 k, seed)  # fmt: skip
-    t0 = time.perf_counter()
-    base = load_model(profile)
-    kept, stats = items_the_model_reads(base.model, base.tokenizer, candidates, by_id)
-    del base
-    release_memory()
-    timings["teacher_s"] = round(time.perf_counter() - t0, 1)
-    teacher.update(stats, used=min(wanted, stats["kept"]))
-    return kept[: 2 * wanted]
+    items, report = choose_user_swap_items(profile, by_id)
+    if report["teacher"] is not None:
+        timings["teacher_s"] = report["seconds"]
+        teacher.update({key: report[key] for key in ("candidates", "kept", "accuracy", "used")})
+    return items
 
 
 def _stage_one(profile: Any, adapter: str | None) -> Any:

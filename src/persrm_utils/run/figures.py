@@ -369,8 +369,7 @@ def _setting(stage: str, profile: str) -> str:
             f"{length} on {_types(p.sft_negative_types)}"
             + (f" + {p.sft_user_swap_items} user-swap items" if p.sft_user_swap_items else "")
             + (
-                " (those the untrained model reads, of "
-                f"{p.sft_user_swap_candidates or 3 * p.sft_user_swap_items})"
+                f" (those the untrained model reads, of {p.user_swap_draw})"
                 if p.sft_user_swap_items and p.sft_user_swap_teacher
                 else ""
             )

@@ -42,17 +42,10 @@ _SETTINGS = (
 )
 
 
-def candidate_count(profile: Profile) -> int:
-    """How many items the draw holds: the candidates with the teacher, else the items."""
-    if not profile.sft_user_swap_teacher:
-        return profile.sft_user_swap_items
-    return profile.sft_user_swap_candidates or 3 * profile.sft_user_swap_items
-
-
 def drawn_items(profile: Profile, by_id: dict[str, Exemplar]) -> list[Pair]:
     """The seeded draw of training authors' user-swap items, before any teacher: two pairs
     (users a and b) per item. GRPO's own draw leaves all of these out."""
-    count = candidate_count(profile)
+    count = profile.user_swap_draw
     if not count:
         return []
     return user_swap_pairs(list(by_id.values()), "train", count, profile.max_exemplars,
@@ -148,11 +141,8 @@ def _score(
         if loaded is None:
             del base
             release_memory()
-    groups: list[str] = []
-    for pair in readable:  # in the draw's order; two pairs per item
-        group = str(pair.meta["swap_group"])
-        if group not in groups:
-            groups.append(group)
+    # the readable items in the draw's order (two pairs each), the first sft_user_swap_items
+    groups = list(dict.fromkeys(str(p.meta["swap_group"]) for p in readable))
     groups = groups[: profile.sft_user_swap_items]
     return {
         "teacher": f"{profile.model_name} (untrained), likelihood under both users",
