@@ -425,3 +425,29 @@ def test_sync_writes_the_record_and_the_runs_page(run_path: Path, tmp_path: Path
     assert written["reading"] == earlier["reading"] and written["sft"]["traces"] == 9
     _, _, kept = figures.write_results_from_run(run_path, root)
     assert kept is None and json.loads(dest.read_text())["reading"] == {}
+
+
+def test_the_published_page_carries_its_own_plots(runs_root: Path, tmp_path: Path):
+    """The published run pages linked ``figures/*.png`` that the docs did not hold (broken
+    images in ``docs/results/cpu-long``), and a profile's one flat plot folder showed an earlier
+    run's plots under a later run's page. Each published run now gets its own plot folder; a
+    plot the run did not draw is named, not linked; a replaced run's plots go with its page."""
+    root = tmp_path / "repo"
+    pages = {}
+    for name in ("syn-1", "syn-2"):
+        run_path = make_run(runs_root, name)
+        (run_path / "figures").mkdir()
+        (run_path / "figures" / "05_by_type.png").write_bytes(name.encode())
+        (run_path / "RESULTS.md").write_text(
+            f"# Results: run `{name}`\n\n![accuracy by negative type](figures/05_by_type.png)\n"
+            "![GRPO curves](figures/04_grpo_curves.png)\n"
+        )
+        _, pages[name], _ = figures.write_results_from_run(run_path, root)
+    plots = root / "docs" / "results" / "smoke" / "figures"
+    assert pages["syn-2"].read_text() == (
+        "# Results: run `syn-2`\n\n![accuracy by negative type](figures/syn-2/05_by_type.png)\n"
+        "*(GRPO curves: this run drew no `figures/04_grpo_curves.png`)*\n"
+    )
+    assert (plots / "syn-2" / "05_by_type.png").read_bytes() == b"syn-2"
+    assert not pages["syn-1"].exists() and not (plots / "syn-1").exists()
+    assert sorted(p.name for p in plots.iterdir()) == ["syn-2"]

@@ -1018,6 +1018,35 @@ def results_from_run(run_path: Path, reading: dict[str, str] | None = None) -> d
     return record
 
 
+#: where a published run page's plots live, beside it: ``figures/<run>/<plot>.png``
+FIGURES = "figures"
+_PLOT_LINK = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<link>figures/[^)\s]+)\)")
+
+
+def publish_page_plots(text: str, run_path: Path, dest_dir: Path, run: str) -> str:
+    """A run page's text with each plot it links copied into ``dest_dir/figures/<run>/``.
+
+    The run's page links ``figures/<plot>.png`` inside the run folder, which the docs do not
+    hold: copied as it was, the published page showed broken images (or, worse, a plot of an
+    earlier run left at the same path). Each run gets its own plot folder, so two published
+    runs of one profile never share a picture; a plot the run did not draw is named in words
+    instead of linked.
+    """
+    plots = dest_dir / FIGURES / run
+
+    def publish(match: re.Match[str]) -> str:
+        link = match.group("link")
+        source = run_path / link
+        if not source.is_file():
+            return f"*({match.group('alt')}: this run drew no `{link}`)*"
+        target = plots / Path(link).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return f"![{match.group('alt')}]({FIGURES}/{run}/{target.name})"
+
+    return _PLOT_LINK.sub(publish, text)
+
+
 def run_page_name(record: dict[str, Any]) -> str:
     """The file name of a run's generated page copied beside its record."""
     return f"run-{record['run']}.md"
@@ -1028,7 +1057,8 @@ def write_results_from_run(
 ) -> tuple[Path, Path, dict[str, Any] | None]:
     """Write a run's ``results.json`` and copy its ``RESULTS.md`` to ``run-<name>.md``.
 
-    An older ``run-*.md`` of the profile is removed. With ``keep_reading`` the "reading"
+    The plots the page links are copied beside it (:func:`publish_page_plots`). An older
+    ``run-*.md`` of the profile is removed, with its plots. With ``keep_reading`` the "reading"
     paragraphs of the record it replaces are carried over; returns (record file, page copy, the
     replaced record when its reading was kept, else None).
     """
@@ -1053,7 +1083,13 @@ def write_results_from_run(
     for stale in dest_dir.glob("run-*.md"):
         if stale != copy:
             stale.unlink()
-    shutil.copyfile(page, copy)
+            shutil.rmtree(dest_dir / FIGURES / stale.stem[len("run-") :], ignore_errors=True)
+    copy.write_text(
+        publish_page_plots(
+            page.read_text(encoding="utf-8"), Path(run_path), dest_dir, record["run"]
+        ),
+        encoding="utf-8",
+    )
     dest.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return dest, copy, kept
 
