@@ -86,7 +86,11 @@ def test_the_sft_judge_is_measured_on_user_swap_only_when_the_profile_asks(
         assert summary["models"][name]["exemplar_effect"] is None  # no k = 0 run was given
         assert len(extra[f"{name}, user-swap"]) == 2 * len(swap)  # both orders of each pair
     assert len(swap) == 4  # 2 items x 2 users
+    # each user-swap measurement is timed: run cpu-long-b could not say what the likelihood cost
+    timed = {f"{SFT}, user-swap", f"{GRPO}, user-swap", f"{LIKELIHOOD_NAME}, user-swap"}
+    assert set(summary["seconds"]) == timed and min(summary["seconds"].values()) > 0
 
     cheap = profile.override(eval_user_swap_sft=False, eval_likelihood=False)
     summary, extra, _ = measure_personalization(cheap, run, pairs, by_id, judged, 2)
     assert list(summary["models"]) == [GRPO, NGRAMS] and f"{SFT}, user-swap" not in extra
+    assert list(summary["seconds"]) == [f"{GRPO}, user-swap"]

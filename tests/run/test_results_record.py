@@ -134,6 +134,7 @@ SFT,unseen,11,0.7391304347,0.6782608,0.7956521,0.6869565,0.0,
         "user_swap_splits": ["test"],
         "unseen_pairs": 11,
         "final": "SFT + GRPO",
+        "seconds": {"SFT + GRPO, user-swap": 41.23},
         "models": {
             "SFT + GRPO": {
                 "exemplar_effect": {
@@ -308,6 +309,7 @@ def test_accuracies_are_the_csvs_rounded_as_the_runs_page(run_path: Path):
 def test_personalization_is_the_runs_personalization_json(run_path: Path):
     p = figures.results_from_run(run_path)["personalization"]
     assert (p["final"], p["user_swap_items"], p["unseen_pairs"]) == ("SFT + GRPO", 12, 11)
+    assert p["seconds"] == {"SFT + GRPO, user-swap": 41.2}  # rounded as every figure
     assert p["models"] == {
         "SFT + GRPO": {
             "exemplar_effect": {"effect": 0.026, "ci": [-0.017, 0.07], "n": 11},

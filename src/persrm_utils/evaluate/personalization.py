@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def measure_personalization(
     SFT + GRPO when its adapter exists, else SFT; it is reloaded to judge the user-swap items.
     With ``profile.eval_user_swap_sft`` the SFT judge is measured too when GRPO followed it
     (its exemplar effect only where a ``"SFT, k=0"`` run is in ``judged``): a run then shows
-    whether GRPO kept, raised or lost what SFT had learned to read.
+    whether GRPO kept, raised or lost what SFT had learned to read. The summary's ``seconds``
+    say what each user-swap measurement cost (a judge's includes loading its adapter).
     """
     unseen = [p for p in pairs if p.split == "test"]
     exemplars = list(by_id.values())
@@ -91,6 +93,10 @@ def measure_personalization(
     )
     extra: dict[str, list[Judgement]] = {}
     models: dict[str, dict[str, Any]] = {}
+    # seconds per measurement, by the key of ``extra``: the cell's total alone cannot say
+    # what the likelihood or a second judge costs a profile's time budget
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter
     final = GRPO if (run_path / "grpo" / ADAPTER).exists() else SFT
     # the SFT judge too, when GRPO followed it and the profile asks: did GRPO keep what SFT read?
     tuned_judges = [SFT, final] if final == GRPO and profile.eval_user_swap_sft else [final]
@@ -101,17 +107,21 @@ def measure_personalization(
         with_k = [j for j in judged[name] if j.pair_id in test_ids]
         blind = judged.get(f"{name}, k=0")
         row: dict[str, Any] = {"exemplar_effect": _effect(with_k, blind, unseen) if blind else None}
+        started = clock()
         tuned = load_with_adapter(profile, run_path / ("grpo" if name == GRPO else "sft") / ADAPTER)
         extra[f"{name}, user-swap"] = judge_pairs(
             tuned.model, tuned.tokenizer, swap_pairs, dict(by_id),
             profile.max_completion_length, f"{profile.model_name}:{name}:user-swap",
             both_orders=True, batch_size=batch_size, prefix=profile.answer_prefix,
         )  # fmt: skip
+        seconds[f"{name}, user-swap"] = round(clock() - started, 1)  # the adapter's load too
         if name == final and profile.eval_likelihood:
+            started = clock()
             with tuned.model.disable_adapter():  # the base model, before any of our training
                 extra[f"{LIKELIHOOD_NAME}, user-swap"] = likelihood_baseline(
                     tuned.model, tuned.tokenizer, swap_pairs, by_id, batch_size=4
                 )  # whole-sequence logits over the vocabulary: smaller batches than judging
+            seconds[f"{LIKELIHOOD_NAME}, user-swap"] = round(clock() - started, 1)
         del tuned  # one judge in memory at a time (a 7B one on 24gb)
         release_memory()
         row["user_swap"] = _swap(extra[f"{name}, user-swap"], swap_pairs)
@@ -131,18 +141,21 @@ def measure_personalization(
     if bt is not None and BT in judged:
         model, tokenizer = bt
         bt_k = [j for j in judged[BT] if j.pair_id in {p.pair_id for p in unseen}]
+        started = clock()
         extra[f"{BT}, k=0"] = bt_baseline(model, tokenizer, unseen, by_id, batch_size=4, k=0)
         extra[f"{BT}, user-swap"] = bt_baseline(model, tokenizer, swap_pairs, by_id, batch_size=4)
         models[BT] = {
             "exemplar_effect": _effect(bt_k, extra[f"{BT}, k=0"], unseen),
             "user_swap": _swap(extra[f"{BT}, user-swap"], swap_pairs),
         }
+        seconds[f"{BT}, k=0 and user-swap"] = round(clock() - started, 1)
     summary = {
         "user_swap_items": len(swap_pairs) // 2,
         "user_swap_splits": list(splits),
         "unseen_pairs": len(unseen),
         "final": final,
         "models": models,
+        "seconds": seconds,
     }
     return summary, extra, swap_pairs
 

@@ -935,12 +935,15 @@ def _personalization_section(files: _RunFiles) -> dict[str, Any]:
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise files.bad(rel, stage, f"model '{name}' is malformed ({err!r})") from err
         models[name] = {"exemplar_effect": effect, "user_swap": swap}
-    return {
+    section = {
         "final": data.get("final"),
         "user_swap_items": data.get("user_swap_items"),
         "unseen_pairs": data.get("unseen_pairs"),
         "models": models,
     }
+    if isinstance(data.get("seconds"), dict):  # runs before 2026-12-04 did not time each part
+        section["seconds"] = {str(k): _r(v, 1) for k, v in data["seconds"].items()}
+    return section
 
 
 def _bon_section(files: _RunFiles) -> dict[str, Any] | None:
