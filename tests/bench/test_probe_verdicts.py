@@ -169,3 +169,6 @@ def test_a_teacher_filtered_probe_trains_only_on_items_the_base_model_reads(tmp_
     assert teacher["candidates"] == 12 and teacher["used"] == min(3, teacher["kept"])
     assert result["train_types"].get("user_swap", 0) == 2 * teacher["used"]
     assert result["timings"]["teacher_s"] > 0 and "-us3t-" in recipe.slug()
+    # cached where notebook 03 caches it, so a probe started again skips the teacher's pass
+    assert teacher["cached"] is False
+    assert (tmp_path / "probe" / "sft" / "user_swap_items.json").is_file()

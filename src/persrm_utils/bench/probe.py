@@ -207,7 +207,7 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
     train = made.pairs["train"][: recipe.max_train_pairs]
     teacher: dict[str, Any] = {}
     if recipe.user_swap_train:
-        train += _training_user_swap(profile, by_id, teacher, timings)
+        train += _training_user_swap(profile, by_id, teacher, timings, out)
     test = made.pairs["test"][: recipe.max_test_pairs]
 
     rows, trace_stats = _rows(train, by_id, recipe.think)
@@ -266,17 +266,20 @@ def run_probe(recipe: ProbeRecipe, out: Path) -> dict[str, Any]:
 
 
 def _training_user_swap(
-    profile: Any, by_id: dict, teacher: dict[str, Any], timings: dict[str, float]
+    profile: Any, by_id: dict, teacher: dict[str, Any], timings: dict[str, float], out: Path
 ) -> list[Pair]:
     """The training authors' user-swap items SFT sees, chosen as notebook 03 chooses them
     (:func:`~persrm_utils.train.user_swap_items.choose_user_swap_items`, from the recipe's
     ``sft_user_swap_*`` fields); with the teacher, ``teacher`` receives the candidates, the
-    kept and used items and the teacher's accuracy, and ``timings`` its seconds.
+    kept and used items and the teacher's accuracy, and ``timings`` its seconds. The choice is
+    cached in the probe's folder as in a run's: a probe started again after a stop (SFT
+    resumes from its checkpoint) does not pay the teacher's pass a second time.
     """
-    items, report = choose_user_swap_items(profile, by_id)
+    items, report = choose_user_swap_items(profile, by_id, run_path=out)
     if report["teacher"] is not None:
         timings["teacher_s"] = report["seconds"]
         teacher.update({key: report[key] for key in ("candidates", "kept", "accuracy", "used")})
+        teacher["cached"] = report["cached"]
     return items
 
 
