@@ -18,8 +18,10 @@ import argparse
 import sys
 from pathlib import Path
 
-#: The learning run: the ``cpu`` profile asked for more, never for a different recipe.
-#: 20 texts per author give about 226 unseen-author test pairs on C50 (measured).
+#: The learning run: the ``cpu`` profile asked for more, plus one lever: the user-swap items
+#: the untrained model reads, the recipe that read the person best on CPU (probe us99m192t:
+#: 192 items of 396 candidates, user-swap 0.695 [0.653, 0.740] on 2 cores), so the first GPU
+#: run measures it at scale. 20 texts per author give about 226 unseen-author test pairs on C50.
 SCALE_UP = {
     "n_train_authors": 30,  # the cpu profile trains on 9 authors: a GPU affords all of them
     "texts_per_author": 24,  # 12 unseen authors x 24 texts: over 200 test pairs after filters
@@ -27,6 +29,9 @@ SCALE_UP = {
     "grpo_max_steps": 30,
     "grpo_preflight_prompts": 96,
     "eval_max_pairs": None,  # judge every unseen-author pair
+    "sft_user_swap_items": 192,  # mixed into SFT; lower if SFT runs past its cap
+    "sft_user_swap_teacher": True,  # keep only items the untrained model reads under both users
+    "sft_user_swap_candidates": 480,  # the teacher scores these (fewer when the texts run out)
 }
 
 

@@ -72,6 +72,8 @@ def test_dry_run_reports_every_part(dry_run):
     for row in learning["accuracy"].values():
         assert 0.0 <= row["accuracy"] <= 1.0 and row["n_pairs"] >= 1
     assert learning["sft"]["steps"] == 1 and learning["grpo"]["steps"] == 1
+    chosen = learning["user_swap_items"]  # the teacher lever runs as in notebook 03
+    assert chosen["candidates"] == 4 and chosen["used"] == min(1, chosen["kept"]), chosen
     assert isinstance(learning["grpo"]["reward_curve"][0]["reward"], float)
 
     judging = report["parts"]["judging"]["figures"]

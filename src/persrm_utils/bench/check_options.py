@@ -49,6 +49,10 @@ DRY_SCALE: dict[str, Any] = {
     "grpo_max_steps": 1,
     "max_completion_length": 32,
     "eval_max_pairs": 3,
+    # the learning run's user-swap lever, at its smallest: the teacher's code path runs too
+    "sft_user_swap_items": 1,
+    "sft_user_swap_teacher": True,
+    "sft_user_swap_candidates": 4,
 }
 
 

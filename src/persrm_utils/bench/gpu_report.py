@@ -64,7 +64,7 @@ def _mechanics(f: dict[str, Any]) -> list[str]:
 
 
 def _learning(f: dict[str, Any]) -> list[str]:
-    lines = _kv({k: f[k] for k in ("profile", "data", "sft") if k in f})
+    lines = _kv({k: f[k] for k in ("profile", "data", "user_swap_items", "sft") if k in f})
     acc = f.get("accuracy", {})
     if acc:
         rows = [[m, r.get("n_pairs"), r.get("accuracy"), f"{_fmt(r.get('ci_low'))}–"

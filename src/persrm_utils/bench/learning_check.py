@@ -9,8 +9,10 @@ traces from :func:`~persrm_utils.train.commands.make_traces`;
 :func:`~persrm_utils.train.grpo.train_grpo` with :func:`~persrm_utils.train.rewards.reward_funcs`;
 and the judge scored with :mod:`persrm_utils.evaluate.metrics` (position-debiased accuracy, pair
 bootstrap 95% CI) on unseen authors in both A/B orders, before SFT, after SFT and after GRPO.
-After SFT and after GRPO it also reports notebook 05's personalization figures: the exemplar
-effect (the same pairs at k = 0, paired interval) and the user-swap test
+With the ``sft_user_swap_*`` fields in the scale, SFT's user-swap items are chosen as in notebook
+03 (:func:`~persrm_utils.train.user_swap_items.choose_user_swap_items`, the untrained model as
+teacher) and recorded. After SFT and after GRPO it also reports notebook 05's personalization
+figures: the exemplar effect (the same pairs at k = 0, paired interval) and the user-swap test
 (:mod:`persrm_utils.data.user_swap`), beside the character n-gram baseline on the same items.
 
 Training stops at a deadline computed from the part's cap, keeping time for the evaluations
@@ -48,6 +50,7 @@ from persrm_utils.train.grpo import grpo_rows, load_policy, preflight, train_grp
 from persrm_utils.train.rewards import reward_funcs
 from persrm_utils.train.sft import ADAPTER, load_with_adapter, sft_steps, train_sft
 from persrm_utils.train.traces import to_sft_rows
+from persrm_utils.train.user_swap_items import choose_user_swap_items
 
 if TYPE_CHECKING:
     from persrm_utils.bench.check_options import CheckOptions, Recorder
@@ -172,7 +175,14 @@ def learning_part(opts: CheckOptions, rec: Recorder, deadline: Deadline) -> None
     rec.set("accuracy", accuracy)
     reserve = 1.25 * accuracy["base"]["seconds"] + 5  # one later evaluation, with a load
 
-    traces, _ = make_traces(sft_pairs(train, profile, by_id), by_id, profile.reasoning)
+    # the user-swap items the scale asks for, chosen as notebook 03 chooses them (with
+    # sft_user_swap_teacher: by this same untrained model, before any training)
+    swap, chosen = choose_user_swap_items(profile, by_id, run_path=run, loaded=base)
+    if profile.sft_user_swap_items:
+        keys = ("teacher", "candidates", "kept", "accuracy", "used", "seconds")
+        rec.set("user_swap_items", {k: chosen.get(k) for k in keys})
+    sft_data = sft_pairs(train, profile, by_id, user_swap=swap)
+    traces, _ = make_traces(sft_data, by_id, profile.reasoning)
     clock = StepClock(Deadline.after(max(10.0, 0.35 * (deadline.left() - 2 * reserve))))
     sft = train_sft(profile, to_sft_rows(traces), run / "sft", loaded=base, resume=False,
                     callbacks=[clock.callback()], save_strategy="no")  # fmt: skip
