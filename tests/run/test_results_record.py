@@ -453,3 +453,6 @@ def test_the_published_page_carries_its_own_plots(runs_root: Path, tmp_path: Pat
     assert (plots / "syn-2" / "05_by_type.png").read_bytes() == b"syn-2"
     assert not pages["syn-1"].exists() and not (plots / "syn-1").exists()
     assert sorted(p.name for p in plots.iterdir()) == ["syn-2"]
+    (plots / "syn-2" / "05_seen.png").write_bytes(b"from an earlier publish")
+    figures.write_results_from_run(runs_root / "syn-2", root)  # published again: exactly its plots
+    assert sorted(p.name for p in (plots / "syn-2").iterdir()) == ["05_by_type.png"]

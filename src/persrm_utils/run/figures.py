@@ -1087,6 +1087,7 @@ def write_results_from_run(
         if stale != copy:
             stale.unlink()
             shutil.rmtree(dest_dir / FIGURES / stale.stem[len("run-") :], ignore_errors=True)
+    shutil.rmtree(dest_dir / FIGURES / record["run"], ignore_errors=True)  # a republish is exact
     copy.write_text(
         publish_page_plots(
             page.read_text(encoding="utf-8"), Path(run_path), dest_dir, record["run"]
