@@ -215,8 +215,9 @@ def personalization_message(
             "recipes measured). The untrained model often reads the person already (its "
             "likelihood, judge.likelihood: 0.76-0.78 on SmolLM2's user-swap items): training "
             "only on the user-swap items it reads under both users (`sft_user_swap_teacher`, the "
-            "cpu-long profile) lifted a probe to 0.603 and a full run to 0.610, still short of "
-            "the likelihood itself; a larger model is not yet measured. "
+            "cpu-long profile) lifted a probe to 0.603 and a full run to 0.610, and twice as "
+            "many of them (192) a probe to 0.695, still short of the likelihood itself (not yet "
+            "measured in a full run); a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
