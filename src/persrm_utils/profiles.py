@@ -389,9 +389,9 @@ _CPU: dict[str, Any] = dict(
 )
 
 _CPU_LONG_DESCRIPTION = (
-    "The cpu recipe plus the personalization lever that moved the judge furthest: 96 user-swap "
+    "The cpu recipe plus the personalization lever that moved the judge furthest: 192 user-swap "
     "items of training authors mixed into SFT (the same two real texts with each author's "
-    "exemplars, no opening: only the exemplars decide), chosen from 240 by the untrained "
+    "exemplars, no opening: only the exemplars decide), chosen from 480 by the untrained "
     "model's likelihood (sft_user_swap_teacher). The SFT judge's user-swap accuracy is "
     "measured beside the final judge's, and the untrained model's likelihood beside both. "
     "The measured time and what it learns are in RESULTS.md."
@@ -439,11 +439,13 @@ _BASE: dict[str, dict[str, Any]] = {
         **{
             **_CPU,
             # run cpu-long-a (48 unfiltered items): user-swap 0.550 after SFT, 0.535 at the end;
-            # run cpu-long-b (these 96 of 240, chosen by the untrained model's likelihood): 0.600
-            # after SFT, 0.610 [0.578, 0.640] at the end (probe us99m96t: 0.603), 77 minutes
-            "sft_user_swap_items": 96,
+            # run cpu-long-b (96 of 240, chosen by the untrained model's likelihood): 0.600
+            # after SFT, 0.610 [0.578, 0.640] at the end, 77 minutes. Probes with 48/96/192
+            # chosen items: 0.563/0.603/0.695 (RESULTS.md, "How many chosen items"); 192 costs
+            # about 70 more SFT steps and twice the teacher's pass (estimated 105-110 minutes)
+            "sft_user_swap_items": 192,  # lower to 96 for a run about 30 minutes shorter
             "sft_user_swap_teacher": True,
-            "sft_user_swap_candidates": 240,
+            "sft_user_swap_candidates": 480,  # the teacher keeps about half of those it reads
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
             "eval_likelihood": True,  # does the untrained model read the person already?
         }
