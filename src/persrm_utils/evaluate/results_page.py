@@ -15,7 +15,7 @@ import pandas as pd
 
 from persrm_utils.evaluate.metrics import format_accuracy, format_interval
 from persrm_utils.judge.diagnosis import personalization_message
-from persrm_utils.run.figures import preflight_trained_on
+from persrm_utils.run.figures import FIGURES, preflight_trained_on
 from persrm_utils.run.folders import RunFolder
 
 ALL_MODELS = (
@@ -50,8 +50,13 @@ def _table(df: pd.DataFrame, index: str, columns: str | None) -> str:
     return pivot.to_markdown()
 
 
-def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = None) -> Path:
-    """Write the Markdown page for the run at ``run_path`` to ``dest``."""
+def write_results_page(run_path: Path, dest: Path) -> Path:
+    """Write the Markdown page for the run at ``run_path`` to ``dest``.
+
+    Plots are linked as the run folder holds them (``figures/<plot>.png``, beside the page);
+    :func:`persrm_utils.run.figures.publish_page_plots` copies and relinks them when the page
+    is published in the docs.
+    """
     run = RunFolder.open(run_path)
     eval_dir = run.path / "eval"
     overall = pd.read_csv(eval_dir / "overall.csv")
@@ -62,7 +67,7 @@ def write_results_page(run_path: Path, dest: Path, figures_rel: str | None = Non
     versions = record.versions if record else {}
     hardware = record.hardware if record else {}
     missing = [m for m in ALL_MODELS if m not in set(overall["model"])]
-    figs = figures_rel or str(Path("figures"))
+    figs = FIGURES
     stage_rows = [
         f"| {name} | {rec.status} | {rec.seconds if rec.seconds is not None else '–'} |"
         for name, rec in run.manifest.stages.items()
@@ -202,7 +207,7 @@ def _training_section(run_path: Path, figs: str) -> list[str]:
     for name, d in diagnosis.items():
         first, _, numbers = d["message"].partition("\n")
         lines.append(f"- **{name}** on unseen authors: {first.split(':')[0]}. {numbers}")
-    if (run_path / "figures" / "04_grpo_curves.png").is_file():
+    if (run_path / FIGURES / "04_grpo_curves.png").is_file():
         lines += ["", f"![GRPO curves]({figs}/04_grpo_curves.png)"]
     return [*lines, ""] if len(lines) > 2 else []
 
