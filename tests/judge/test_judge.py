@@ -321,6 +321,23 @@ def test_an_exemplar_effect_with_user_swap_at_chance_is_not_called_reading_the_p
     assert "position bias" in message  # where to look next
 
 
+def test_a_judge_that_reads_the_person_but_is_fooled_by_mimics_is_told_so():
+    """Run cpu-long-c's judge read the person on the user-swap test (0.795 [0.748, 0.840]) while
+    the exemplar lowered its accuracy on the test pairs (-0.183 [-0.257, -0.122]): the Markov
+    mimics are made of the exemplar's words, and it fell from 0.93 to 0.27 on them. The
+    sentence said "the exemplars do not measurably help", which hides a measured harm."""
+    from persrm_utils.judge.diagnosis import personalization_message
+
+    hurt = {"n_pairs": 115, "effect": -0.183, "ci_low": -0.257, "ci_high": -0.122}
+    reads = {"n_pairs": 100, "accuracy": 0.795, "ci_low": 0.748, "ci_high": 0.84}
+    message = personalization_message(hurt, reads)
+    assert message.startswith("READS THE PERSON") and "LOWER its accuracy" in message
+    assert "style_mimic" in message and "-0.183 [-0.257, -0.122]" in message
+    assert "do not measurably help" not in message
+    flat = {"n_pairs": 115, "effect": 0.004, "ci_low": -0.039, "ci_high": 0.043}
+    assert "do not measurably help" in personalization_message(flat, reads)
+
+
 def test_a_judge_that_writes_nothing_is_called_broken_not_untrained():
     """Empty answers after a stage mean its weights broke (a learning rate far too high, say):
     "train longer or at a higher learning rate" would be the opposite of the fix."""

@@ -190,12 +190,21 @@ def personalization_message(
     numbers = f"exemplar effect {eff}, n={int(effect['n_pairs'])}{swap}."
     swap_measured = bool(swap)  # the user-swap test ran on enough items to have an interval
     if user_swap and swap_measured and user_swap["ci_low"] > 0.5:
-        on_pairs = (
-            "The exemplars also measurably help on the test pairs."
-            if effect["ci_low"] > 0.0
-            else "On the test pairs the exemplars do not measurably help (the two texts alone "
-            "may decide most of them)."
-        )
+        if effect["ci_low"] > 0.0:
+            on_pairs = "The exemplars also measurably help on the test pairs."
+        elif effect["ci_high"] < 0.0:
+            on_pairs = (
+                "On the test pairs the exemplars measurably LOWER its accuracy: a negative made "
+                "from the exemplar's own words (style_mimic) can fool a judge that matches the "
+                "writer's words, as it fools character n-grams (run cpu-long-c: style_mimic "
+                "0.27 with the exemplar, 0.93 without). Compare the k = 0 verdicts per negative "
+                "type before trusting it against such text."
+            )
+        else:
+            on_pairs = (
+                "On the test pairs the exemplars do not measurably help (the two texts alone "
+                "may decide most of them)."
+            )
         return (
             "READS THE PERSON: given two real texts that only the exemplars can tell apart, it "
             f"picks the exemplars' author above chance. {on_pairs} {numbers}"
@@ -216,8 +225,8 @@ def personalization_message(
             "likelihood, judge.likelihood: 0.76-0.78 on SmolLM2's user-swap items): training "
             "only on the user-swap items it reads under both users (`sft_user_swap_teacher`, the "
             "cpu-long profile) lifted a probe to 0.603 and a full run to 0.610, and twice as "
-            "many of them (192) a probe to 0.695, still short of the likelihood itself (not yet "
-            "measured in a full run); a larger model is not yet measured. "
+            "many of them (192) a probe to 0.695 and the full cpu-long run (cpu-long-c) to "
+            "0.795, level with the likelihood itself; a larger model is not yet measured. "
             f"{numbers}"
         )
     if effect["ci_low"] > 0.0 and swap_measured:
