@@ -20,7 +20,7 @@ from persrm_utils.evaluate.metrics import (
     predictions_frame,
     user_swap_summary,
 )
-from persrm_utils.evaluate.personalization import measure_personalization
+from persrm_utils.evaluate.personalization import exemplar_effect_by_type, measure_personalization
 from persrm_utils.evaluate.results_page import write_results_page
 from persrm_utils.evaluate.signal import signal_grid, signal_table
 
@@ -30,6 +30,7 @@ __all__ = [
     "bt_rows",
     "eval_pairs",
     "exemplar_effect",
+    "exemplar_effect_by_type",
     "format_accuracy",
     "format_interval",
     "judge_with_adapters",

@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
@@ -208,3 +210,39 @@ def compare_user_swap(
             swap_pairs,
         )
     )
+
+
+def exemplar_effect_by_type(run_path: Path, model: str = "SFT + GRPO") -> pd.DataFrame:
+    """The exemplar effect of ``model`` per negative type, from a run's ``eval/predictions.jsonl``.
+
+    Notebook 05 judges the unseen pairs once with the exemplars and once with none
+    (``"<model>, k=0"``) and reports one paired effect over all of them. One figure can hide
+    two that pull apart: in run cpu-long-c the exemplar raised cross_author (+0.059) and sank
+    style_mimic (-0.657; the mimic is made of the exemplar's own words), for -0.183 overall.
+    One row per negative type, then ``all``: pairs, accuracy with and without the exemplars,
+    the effect and its paired 95% interval.
+    """
+    path = run_path / "eval" / "predictions.jsonl"
+    if not path.exists():
+        raise DataError(f"{path} does not exist", "run notebook 05 (05_evaluation) first.")
+    rows = pd.read_json(path, lines=True)
+    blind_name = f"{model}, k=0"
+    if blind_name not in set(rows["model"]):
+        ablated = sorted(m.removesuffix(", k=0") for m in set(rows["model"]) if m.endswith(", k=0"))
+        raise DataError(
+            f"{path} has no verdicts of '{blind_name}'",
+            "run notebook 05 with its k = 0 ablation, and name a model it ablated "
+            f"(found: {', '.join(ablated) or 'none'}).",
+            field="model",
+        )
+    rows["valid"] = rows["letter"].isin(["A", "B"])
+    judged, blind = rows[rows["model"] == model], rows[rows["model"] == blind_name]
+    table = []
+    for kind in [*sorted(set(blind["negative_type"])), "all"]:
+        if kind == "all":
+            effect = exemplar_effect(judged, blind)
+        else:
+            effect = exemplar_effect(judged[judged["negative_type"] == kind],
+                                     blind[blind["negative_type"] == kind])  # fmt: skip
+        table.append({"negative_type": kind, **effect})
+    return pd.DataFrame(table)
