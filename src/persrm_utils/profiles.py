@@ -391,7 +391,7 @@ _CPU: dict[str, Any] = dict(
 _CPU_LONG_DESCRIPTION = (
     "The cpu recipe plus the personalization lever that moved the judge furthest: 192 user-swap "
     "items of training authors mixed into SFT (the same two real texts with each author's "
-    "exemplars, no opening: only the exemplars decide), chosen from 480 by the untrained "
+    "exemplars, no opening: only the exemplars decide), chosen from up to 480 by the untrained "
     "model's likelihood (sft_user_swap_teacher). The SFT judge's user-swap accuracy is "
     "measured beside the final judge's, and the untrained model's likelihood beside both. "
     "The measured time and what it learns are in RESULTS.md."
@@ -440,12 +440,14 @@ _BASE: dict[str, dict[str, Any]] = {
             **_CPU,
             # run cpu-long-a (48 unfiltered items): user-swap 0.550 after SFT, 0.535 at the end;
             # run cpu-long-b (96 of 240, chosen by the untrained model's likelihood): 0.600
-            # after SFT, 0.610 [0.578, 0.640] at the end, 77 minutes. Probes with 48/96/192
-            # chosen items: 0.563/0.603/0.695 (RESULTS.md, "How many chosen items"); 192 costs
-            # about 70 more SFT steps and twice the teacher's pass (estimated 105-110 minutes)
-            "sft_user_swap_items": 192,  # lower to 96 for a run about 30 minutes shorter
+            # after SFT, 0.610 [0.578, 0.640] at the end, 77 minutes. Run cpu-long-c (these 192):
+            # 0.800 after SFT, 0.795 [0.748, 0.840] at the end, 82 minutes, 6.3 GB; but mimics
+            # made of the exemplar's words fool it (style_mimic 0.271, exemplar effect -0.183)
+            "sft_user_swap_items": 192,  # 96 is run cpu-long-b's recipe (77 minutes, 0.610)
             "sft_user_swap_teacher": True,
-            "sft_user_swap_candidates": 480,  # the teacher keeps about half of those it reads
+            # asks for 480; the 36 x 12 training texts give 396 (run cpu-long-c), of which the
+            # teacher kept 203
+            "sft_user_swap_candidates": 480,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
             "eval_likelihood": True,  # does the untrained model read the person already?
         }

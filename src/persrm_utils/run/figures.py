@@ -369,7 +369,7 @@ def _setting(stage: str, profile: str) -> str:
             f"{length} on {_types(p.sft_negative_types)}"
             + (f" + {p.sft_user_swap_items} user-swap items" if p.sft_user_swap_items else "")
             + (
-                f" (those the untrained model reads, of {p.user_swap_draw})"
+                f" (those the untrained model reads, of up to {p.user_swap_draw} candidates)"
                 if p.sft_user_swap_items and p.sft_user_swap_teacher
                 else ""
             )
@@ -1021,7 +1021,8 @@ def results_from_run(run_path: Path, reading: dict[str, str] | None = None) -> d
     return record
 
 
-#: where a published run page's plots live, beside it: ``figures/<run>/<plot>.png``
+#: the plots' folder: in a run folder (``figures/<plot>.png``, what its page links) and beside a
+#: published run page (``figures/<run>/<plot>.png``, one folder per run)
 FIGURES = "figures"
 _PLOT_LINK = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<link>figures/[^)\s]+)\)")
 
