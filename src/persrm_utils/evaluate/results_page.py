@@ -67,7 +67,6 @@ def write_results_page(run_path: Path, dest: Path) -> Path:
     versions = record.versions if record else {}
     hardware = record.hardware if record else {}
     missing = [m for m in ALL_MODELS if m not in set(overall["model"])]
-    figs = FIGURES
     stage_rows = [
         f"| {name} | {rec.status} | {rec.seconds if rec.seconds is not None else '–'} |"
         for name, rec in run.manifest.stages.items()
@@ -102,10 +101,10 @@ def write_results_page(run_path: Path, dest: Path) -> Path:
         "",
         "## Figures",
         "",
-        f"![accuracy by negative type]({figs}/05_by_type.png)",
-        f"![accuracy vs k]({figs}/05_by_k.png)",
-        f"![seen vs unseen]({figs}/05_seen.png)",
-        f"![position bias]({figs}/05_position_bias.png)",
+        f"![accuracy by negative type]({FIGURES}/05_by_type.png)",
+        f"![accuracy vs k]({FIGURES}/05_by_k.png)",
+        f"![seen vs unseen]({FIGURES}/05_seen.png)",
+        f"![position bias]({FIGURES}/05_position_bias.png)",
         "",
         "## Stage times (seconds)",
         "",
@@ -114,8 +113,8 @@ def write_results_page(run_path: Path, dest: Path) -> Path:
         *stage_rows,
         "",
     ]
-    lines += _training_section(run.path, figs)
-    lines += _best_of_n_section(run.path, figs)
+    lines += _training_section(run.path)
+    lines += _best_of_n_section(run.path)
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text("\n".join(lines))
     return dest
@@ -162,7 +161,7 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _training_section(run_path: Path, figs: str) -> list[str]:
+def _training_section(run_path: Path) -> list[str]:
     """What SFT and GRPO did, and what each judge's verdicts say about it (files of 03-05)."""
     lines = ["## Training and diagnosis", ""]
     sft_log = _read_json(run_path / "sft" / "train_log.json")
@@ -208,11 +207,11 @@ def _training_section(run_path: Path, figs: str) -> list[str]:
         first, _, numbers = d["message"].partition("\n")
         lines.append(f"- **{name}** on unseen authors: {first.split(':')[0]}. {numbers}")
     if (run_path / FIGURES / "04_grpo_curves.png").is_file():
-        lines += ["", f"![GRPO curves]({figs}/04_grpo_curves.png)"]
+        lines += ["", f"![GRPO curves]({FIGURES}/04_grpo_curves.png)"]
     return [*lines, ""] if len(lines) > 2 else []
 
 
-def _best_of_n_section(run_path: Path, figs: str) -> list[str]:
+def _best_of_n_section(run_path: Path) -> list[str]:
     """Notebook 06's table, when the run has one; otherwise a line that says it was not run."""
     summary = run_path / "bon" / "summary.csv"
     if not summary.is_file():
@@ -255,7 +254,7 @@ def _best_of_n_section(run_path: Path, figs: str) -> list[str]:
         "",
         out.to_markdown(),
         "",
-        f"![best-of-N]({figs}/06_best_of_n.png)",
+        f"![best-of-N]({FIGURES}/06_best_of_n.png)",
         "",
     ]
     if info.get("policy_steps"):
