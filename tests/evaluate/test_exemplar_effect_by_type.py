@@ -7,13 +7,23 @@ from pathlib import Path
 
 import pytest
 
-from persrm_utils.errors import DataError
+from persrm_utils.errors import DataError, MissingInputsError
 from persrm_utils.evaluate.personalization import exemplar_effect_by_type
+from persrm_utils.records import Pair, write_jsonl
 
 
 def _write(run: Path, rows: list[dict]) -> None:
+    """The run's predictions, and its unseen-author pairs (pairs/test.jsonl) they refer to."""
     (run / "eval").mkdir(parents=True)
     (run / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kinds = {r["pair_id"]: r["negative_type"] for r in rows}
+    write_jsonl(run / "pairs" / "test.jsonl", [
+        Pair(pair_id=pid, split="test", author_id="a1", text_id="t1", prompt="Opening",
+             chosen="the real text", rejected="another text", negative_type=kind,
+             exemplar_ids=["t0"], chosen_position="A", negative_source="real:t2",
+             seen_author=False)
+        for pid, kind in kinds.items()
+    ])  # fmt: skip
 
 
 def _verdicts(model: str, kind: str, pair: str, right: int) -> list[dict]:
@@ -53,5 +63,5 @@ def test_a_model_without_a_k0_ablation_is_named_with_those_that_have_one(tmp_pat
            + _verdicts("SFT + GRPO, k=0", "cross_author", "c0", 2))  # fmt: skip
     with pytest.raises(DataError, match=r"no verdicts of 'SFT, k=0'.*found: SFT \+ GRPO\)"):
         exemplar_effect_by_type(tmp_path, "SFT")
-    with pytest.raises(DataError, match="run notebook 05"):
+    with pytest.raises(MissingInputsError, match="run notebook 05"):
         exemplar_effect_by_type(tmp_path / "elsewhere")

@@ -13,7 +13,6 @@ not two overlapping ones side by side. Nothing in the run folder is changed.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 from persrm_utils.bench.probe import _counts
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import MissingInputsError
-from persrm_utils.evaluate.held_out import GRPO, SFT
+from persrm_utils.evaluate.held_out import GRPO, SFT, unseen_predictions
 from persrm_utils.evaluate.metrics import (
     accuracy_table,
     exemplar_effect,
@@ -51,14 +50,9 @@ def _rounded(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def judged_cross_author(run_path: Path) -> list[Pair]:
     """The unseen cross_author pairs notebook 05 judged at k = 0 (those of its exemplar effect)."""
-    path = run_path / "eval" / "predictions.jsonl"
-    if not path.is_file():
-        raise MissingInputsError(
-            f"{path} does not exist", "run notebook 05 (05_evaluation) of that run first."
-        )
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    ids = {r["pair_id"] for r in rows
-           if r["model"].endswith(", k=0") and r["negative_type"] == "cross_author"}  # fmt: skip
+    rows = unseen_predictions(run_path)
+    ids = set(rows.loc[rows["model"].str.endswith(", k=0")
+                       & (rows["negative_type"] == "cross_author"), "pair_id"])  # fmt: skip
     return [p for p in read_jsonl(run_path / "pairs" / "test.jsonl", Pair) if p.pair_id in ids]
 
 

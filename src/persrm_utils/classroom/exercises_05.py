@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from persrm_utils.evaluate.held_out import unseen_predictions
 from persrm_utils.evaluate.metrics import bootstrap_ci, pair_scores
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ from persrm_utils.classroom.checks import (
     _run,
     _wrong,
 )
-from persrm_utils.classroom.exercises_02 import _pairs
 
 # 05 · Evaluation
 # ----------------------------------------------------------------------------------------------
@@ -36,19 +35,6 @@ def _overall(run: RunFolder) -> pd.DataFrame:
 
     table = pd.read_csv(run.path / "eval" / "overall.csv")
     return table.dropna(subset=["accuracy"])
-
-
-def _unseen_predictions(run: RunFolder) -> pd.DataFrame:
-    """Rows of eval/predictions.jsonl for unseen-author pairs (pairs/test.jsonl), as a frame."""
-    import pandas as pd
-
-    unseen = {p.pair_id for p in _pairs(run, ("test",))}
-    with (run.path / "eval" / "predictions.jsonl").open(encoding="utf-8") as fh:
-        rows = [json.loads(line) for line in fh if line.strip()]
-    df = pd.DataFrame(rows)
-    df = df[df["pair_id"].isin(unseen)].copy()
-    df["valid"] = df["letter"].isin(["A", "B"])
-    return df
 
 
 def check_05_warmup(answer: Mapping[str, Any] | None, run: RunFolder | Path | str) -> Checked:
@@ -93,7 +79,7 @@ def check_05_core(answer: Mapping[str, float] | None, run: RunFolder | Path | st
     """
     if answer is None:
         return _not_answered("per model: mean over pairs of (mean 'correct' over both orders).")
-    df = _unseen_predictions(_run(run))
+    df = unseen_predictions(_run(run).path)
     recomputed = df.groupby(["model", "pair_id"])["correct"].mean().groupby("model").mean()
     table = _overall(_run(run)).set_index("model")
     got = _mapping(answer, list(table.index), "{'random': 0.5, 'SFT': 0.25, ...}")
@@ -125,7 +111,7 @@ def check_05_core(answer: Mapping[str, float] | None, run: RunFolder | Path | st
 def _pair_scores(run: RunFolder) -> dict[str, Any]:
     """Per model, the unseen pairs' debiased scores (what the bootstrap resamples)."""
 
-    scores = pair_scores(_unseen_predictions(run))
+    scores = pair_scores(unseen_predictions(run.path))
     return {m: g["score"].to_numpy() for m, g in scores.groupby("model")}
 
 

@@ -36,8 +36,8 @@ from persrm_utils.classroom.checks import (
     _wrong,
 )
 from persrm_utils.classroom.exercises_02 import _pairs
-from persrm_utils.classroom.exercises_05 import _unseen_predictions
 from persrm_utils.errors import ConfigError, MissingInputsError
+from persrm_utils.evaluate.held_out import unseen_predictions
 from persrm_utils.profiles import get_profile
 from persrm_utils.records import Exemplar, Pair, read_jsonl
 from persrm_utils.run.folders import RunFolder
@@ -388,7 +388,7 @@ def _debiased(df: Any, by: str) -> dict[Any, float]:
 def _unseen(run: Any) -> Any:
 
     folder = _run(run)
-    df = _unseen_predictions(folder)
+    df = unseen_predictions(folder.path)
     pairs = {p.pair_id: p for p in _pairs(folder, ("test",))}
     df["negative_type"] = df["pair_id"].map(lambda i: pairs[i].negative_type)
     df["k"] = df["pair_id"].map(lambda i: len(pairs[i].exemplar_ids))

@@ -7,11 +7,15 @@ invalid output counts as wrong. Predictions are saved with their rationales, one
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from persrm_utils.errors import MissingInputsError
 from persrm_utils.judge.judging import Judgement, judge_pairs
 from persrm_utils.models.loader import load_model, release_memory
 from persrm_utils.profiles import Profile
@@ -106,3 +110,24 @@ def zero_shot_pairs(profile: Profile, pairs: Sequence[Pair]) -> list[Pair]:
 def predictions_records(judged: dict[str, list[Judgement]]) -> list[dict[str, Any]]:
     """Flat rows for ``eval/predictions.jsonl`` (model name added to each judgement)."""
     return [{"model": model, **j.to_dict()} for model, js in judged.items() for j in js]
+
+
+def unseen_predictions(run_path: Path) -> pd.DataFrame:
+    """Notebook 05's verdicts on unseen-author pairs (``pairs/test.jsonl``), as a frame.
+
+    One row per model, pair and order of ``eval/predictions.jsonl`` (:func:`predictions_records`),
+    with ``valid`` added (a bare A or B, as :func:`~persrm_utils.evaluate.metrics.predictions_frame`
+    counts it); the seen-author pairs the file also holds are left out.
+    """
+    path = run_path / "eval" / "predictions.jsonl"
+    if not path.is_file():
+        raise MissingInputsError(
+            f"{path} does not exist", "run notebook 05 (05_evaluation) of that run first."
+        )
+    unseen = {p.pair_id for p in read_jsonl(run_path / "pairs" / "test.jsonl", Pair)}
+    with path.open(encoding="utf-8") as fh:
+        rows = [json.loads(line) for line in fh if line.strip()]
+    df = pd.DataFrame(rows)
+    df = df[df["pair_id"].isin(unseen)].copy()
+    df["valid"] = df["letter"].isin(["A", "B"])
+    return df

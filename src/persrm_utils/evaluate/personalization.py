@@ -35,7 +35,7 @@ import pandas as pd
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
-from persrm_utils.evaluate.held_out import GRPO, SFT
+from persrm_utils.evaluate.held_out import GRPO, SFT, unseen_predictions
 from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
 from persrm_utils.evaluate.metrics import (
     exemplar_effect,
@@ -222,27 +222,18 @@ def exemplar_effect_by_type(run_path: Path, model: str = "SFT + GRPO") -> pd.Dat
     One row per negative type, then ``all``: pairs, accuracy with and without the exemplars,
     the effect and its paired 95% interval.
     """
-    path = run_path / "eval" / "predictions.jsonl"
-    if not path.exists():
-        raise DataError(f"{path} does not exist", "run notebook 05 (05_evaluation) first.")
-    rows = pd.read_json(path, lines=True)
+    rows = unseen_predictions(run_path)
     blind_name = f"{model}, k=0"
     if blind_name not in set(rows["model"]):
         ablated = sorted(m.removesuffix(", k=0") for m in set(rows["model"]) if m.endswith(", k=0"))
         raise DataError(
-            f"{path} has no verdicts of '{blind_name}'",
+            f"{run_path / 'eval' / 'predictions.jsonl'} has no verdicts of '{blind_name}'",
             "run notebook 05 with its k = 0 ablation, and name a model it ablated "
             f"(found: {', '.join(ablated) or 'none'}).",
             field="model",
         )
-    rows["valid"] = rows["letter"].isin(["A", "B"])
     judged, blind = rows[rows["model"] == model], rows[rows["model"] == blind_name]
-    table = []
-    for kind in [*sorted(set(blind["negative_type"])), "all"]:
-        if kind == "all":
-            effect = exemplar_effect(judged, blind)
-        else:
-            effect = exemplar_effect(judged[judged["negative_type"] == kind],
-                                     blind[blind["negative_type"] == kind])  # fmt: skip
-        table.append({"negative_type": kind, **effect})
-    return pd.DataFrame(table)
+    parts = [(kind, judged[judged["negative_type"] == kind], part)
+             for kind, part in blind.groupby("negative_type")]  # fmt: skip
+    parts.append(("all", judged, blind))
+    return pd.DataFrame([{"negative_type": kind, **exemplar_effect(j, b)} for kind, j, b in parts])
