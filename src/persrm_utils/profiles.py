@@ -392,7 +392,9 @@ _CPU_LONG_DESCRIPTION = (
     "The cpu recipe plus the personalization lever that moved the judge furthest: 192 user-swap "
     "items of training authors mixed into SFT (the same two real texts with each author's "
     "exemplars, no opening: only the exemplars decide), chosen from up to 480 by the untrained "
-    "model's likelihood (sft_user_swap_teacher). The SFT judge's user-swap accuracy is "
+    "model's likelihood (sft_user_swap_teacher), and the Markov mimics of the exemplar's own "
+    "words beside them, so that the judge reads the person and is not fooled by the person's "
+    "words. The SFT judge's user-swap accuracy is "
     "measured beside the final judge's, and the untrained model's likelihood beside both. "
     "The measured time and what it learns are in RESULTS.md."
 )
@@ -448,6 +450,11 @@ _BASE: dict[str, dict[str, Any]] = {
             # asks for 480; the 36 x 12 training texts give 396 (run cpu-long-c), of which the
             # teacher kept 203
             "sft_user_swap_candidates": 480,
+            # run cpu-long-c trained on style_random alone beside the user-swap items and the
+            # Markov mimics of the exemplar's own words fooled it (style_mimic 0.271); in probe
+            # mim192swap48t a second stage with the mimics and 48 user-swap items beside them kept
+            # the reading (0.682) and beat the mimics (1.00). Here in one stage: run cpu-long-d
+            "sft_negative_types": ("style_random", "style_mimic"),
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
             "eval_likelihood": True,  # does the untrained model read the person already?
         }
