@@ -455,6 +455,10 @@ _BASE: dict[str, dict[str, Any]] = {
             # mim192swap48t a second stage with the mimics and 48 user-swap items beside them kept
             # the reading (0.682) and beat the mimics (1.00). Here in one stage: run cpu-long-d
             "sft_negative_types": ("style_random", "style_mimic"),
+            # run cpu-long-d's SFT judge was right in all 4 samples of each of 24 pre-flight
+            # prompts (no reward variance: GRPO stopped); of 96 prompts 5 varied (67 s), of 192
+            # 10 (125 s), all but 2 cross_author
+            "grpo_preflight_prompts": 96,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
             "eval_likelihood": True,  # does the untrained model read the person already?
         }
