@@ -10,10 +10,13 @@ well under a second.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from persrm_utils.errors import ModelUnavailableError
@@ -52,6 +55,29 @@ def package_gguf() -> Path:
     return path
 
 
+@contextmanager
+def quiet_gguf_bar() -> Iterator[None]:
+    """Turn off transformers' GGUF conversion bar while ``TQDM_DISABLE`` is set.
+
+    Why: the converter iterates with ``tqdm.auto``, which in a Jupyter kernel is the widget
+    bar of ``tqdm.notebook``, and that one ignores ``TQDM_DISABLE`` (it passes ``disable``
+    explicitly). ``persrm run`` sets the switch in its kernels, yet on a machine whose cache
+    was empty notebook 00's executed copy kept a stalled "Converting and de-quantizing GGUF
+    tensors: 0%" widget (run cpu-long-d), and the publisher refuses such copies.
+    """
+    if os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true"):
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def smollm2_dir(root: Path | None = None, gguf: Path | None = None) -> Path:
     """Convert the GGUF file once and return the cached Hugging Face folder.
 
@@ -74,7 +100,8 @@ def smollm2_dir(root: Path | None = None, gguf: Path | None = None) -> Path:
     tokenizer.pad_token = "<|endoftext|>"
     tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.clean_up_tokenization_spaces = False  # destructive for BPE: strips spaces
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with quiet_gguf_bar():
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # GGUF loading leaves quantizer state behind although the weights are plain floats now.
     model.hf_quantizer = None
     model.is_quantized = False
