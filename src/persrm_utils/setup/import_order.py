@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,6 +48,16 @@ def quiet_known_noise() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropKnownNoise) for f in logger.filters):
             logger.addFilter(_DropKnownNoise(prefixes))
+
+
+def progress_bars_off() -> bool:
+    """Whether ``TQDM_DISABLE`` asks for no progress bars (``persrm run`` sets it in its kernels).
+
+    tqdm applies the switch only to bars made without an explicit ``disable``, and never to the
+    widget bars of ``tqdm.notebook``; code that passes ``disable``, or meets a notebook bar,
+    asks here.
+    """
+    return os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true")
 
 
 def cuda_available() -> bool:
