@@ -230,6 +230,13 @@ class Profile(BaseModel):
         "(how much the exemplars raise each text's probability; 3 forward passes per item and "
         "user): shows whether the model under the judge carries the person before training",
     )
+    eval_cross_author_pairs: int = Field(
+        default=0,
+        ge=0,
+        description="unseen cross_author items of the cross-author set judged in 05, each with "
+        "and without its opening, by the final judge with its exemplars and with none (8 "
+        "verdicts per item) and by the baselines; 0: not measured (CPU time)",
+    )
     bt_max_steps: int | None = Field(
         default=None, ge=1, description="Bradley-Terry RM steps in 05 (None: sft_max_steps)"
     )
@@ -426,6 +433,7 @@ _BASE: dict[str, dict[str, Any]] = {
         n_test_authors=1,
         texts_per_author=8,
         eval_user_swap_items=6,
+        eval_cross_author_pairs=6,  # the mechanics of the cross-author set, 48 tiny verdicts
         max_exemplars=2,
         max_output_words=60,
         seen_author_frac=0.25,
@@ -462,6 +470,10 @@ _BASE: dict[str, dict[str, Any]] = {
             "grpo_preflight_prompts": 96,
             "eval_user_swap_sft": True,  # did GRPO keep what SFT learned to read?
             "eval_likelihood": True,  # does the untrained model read the person already?
+            # the test split deals 34 cross_author pairs, whose opening often decides (run
+            # cpu-long-d: 0.838 with no exemplar): 120 more, with and without the opening, 960
+            # verdicts of the final judge (about 0.5 s each on 2 cores, from the user-swap test's)
+            "eval_cross_author_pairs": 120,
         }
         | {"description": _CPU_LONG_DESCRIPTION},
     ),

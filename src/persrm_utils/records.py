@@ -450,10 +450,14 @@ class Pair(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _prompt_unless_user_swap(self) -> Pair:
-        if not self.prompt and self.negative_type != USER_SWAP:
+    def _prompt_unless_two_real_texts(self) -> Pair:
+        # a generated negative continues its opening: without it the pair makes no sense. Two
+        # real texts may be judged without one (the user-swap test, and the no-opening form of
+        # the cross-author set, :mod:`persrm_utils.data.cross_author_set`)
+        if not self.prompt and self.negative_type not in (USER_SWAP, "cross_author"):
             raise ValueError(
-                "'prompt' is empty: only a user_swap pair is judged without an opening"
+                "'prompt' is empty: only a pair of two real texts (user_swap, cross_author) "
+                "is judged without an opening"
             )
         return self
 

@@ -269,7 +269,7 @@ def test_a_pair_without_an_opening_asks_about_authorship_and_others_keep_their_l
     assert "[Prompt]" not in bare and bare.endswith(NO_PROMPT_QUESTION)
 
 
-def test_only_a_user_swap_pair_may_have_no_opening_and_no_judged_text_is_an_exemplar():
+def test_only_pairs_of_two_real_texts_may_have_no_opening_and_no_judged_text_is_an_exemplar():
     from pydantic import ValidationError
 
     from persrm_utils.judge.format import shown_exemplars
@@ -278,8 +278,9 @@ def test_only_a_user_swap_pair_may_have_no_opening_and_no_judged_text_is_an_exem
     fields = dict(pair_id="p", split="test", author_id="u", text_id="u/1", chosen="Mine.",
                   rejected="Theirs.", exemplar_ids=["v/2"], chosen_position="A",
                   negative_source="real:v/2", seen_author=False)  # fmt: skip
-    with pytest.raises(ValidationError, match="only a user_swap pair"):
-        Pair(prompt="", negative_type="cross_author", **fields)
+    with pytest.raises(ValidationError, match="only a pair of two real texts"):
+        Pair(prompt="", negative_type="style_random", **fields)
+    Pair(prompt="", negative_type="cross_author", **fields)  # the cross-author set's 2nd form
     with pytest.raises(ValidationError, match="whitespace"):
         Pair(prompt="  ", negative_type="user_swap", **fields)
     pair = Pair(prompt="", negative_type="user_swap", **fields)

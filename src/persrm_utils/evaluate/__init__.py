@@ -20,7 +20,11 @@ from persrm_utils.evaluate.metrics import (
     predictions_frame,
     user_swap_summary,
 )
-from persrm_utils.evaluate.personalization import exemplar_effect_by_type, measure_personalization
+from persrm_utils.evaluate.personalization import (
+    cross_author_set_table,
+    exemplar_effect_by_type,
+    measure_personalization,
+)
 from persrm_utils.evaluate.results_page import write_results_page
 from persrm_utils.evaluate.signal import signal_grid, signal_table
 
@@ -28,6 +32,7 @@ __all__ = [
     "accuracy_table",
     "bt_baseline",
     "bt_rows",
+    "cross_author_set_table",
     "eval_pairs",
     "exemplar_effect",
     "exemplar_effect_by_type",

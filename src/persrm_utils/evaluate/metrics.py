@@ -325,6 +325,44 @@ def exemplar_effect(
     }
 
 
+def accuracy_difference(
+    x: pd.DataFrame,
+    y: pd.DataFrame,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float | int]:
+    """Accuracy of judge ``x`` minus judge ``y`` on the same pairs, paired.
+
+    Both are :func:`predictions_frame` outputs. As in :func:`exemplar_effect`, each pair's
+    debiased score is taken under both judges and the interval is a bootstrap of the per-pair
+    differences: two judges' side-by-side intervals overlap long after their difference is
+    clear. Only pairs both judged count; none in common is an error.
+    """
+    _check_columns(x, ["pair_id", "swap", "letter", "valid", "correct"])
+    _check_columns(y, ["pair_id", "swap", "letter", "valid", "correct"])
+    n, diff, low, high, acc_x, acc_y = _paired_difference(
+        x.groupby("pair_id")["correct"].mean().astype(float),
+        y.groupby("pair_id")["correct"].mean().astype(float),
+        DataError(
+            "the two predictions frames have no pair in common",
+            "judge the same pairs with both judges.",
+            field="pair_id",
+        ),
+        n_boot,
+        seed,
+        level,
+    )
+    return {
+        "n_pairs": n,
+        "difference": diff,
+        "ci_low": low,
+        "ci_high": high,
+        "accuracy_x": acc_x,
+        "accuracy_y": acc_y,
+    }
+
+
 def _with_swap_groups(df: pd.DataFrame, pairs: Sequence[Pair], fix: str) -> pd.DataFrame:
     """``df`` with each row's user-swap item (``group``) and ``user``, from the pairs' meta.
 

@@ -9,7 +9,13 @@ profile asks) and for the baselines that can take them:
 * the **user-swap test** (:mod:`persrm_utils.data.user_swap`): two real texts of two unseen
   authors, judged with each author's exemplars, no opening shown; 0.5 exactly for a judge that
   ignores the exemplars, and the share of items right under both users
-  (:func:`~persrm_utils.evaluate.metrics.user_swap_summary`).
+  (:func:`~persrm_utils.evaluate.metrics.user_swap_summary`);
+* with ``profile.eval_cross_author_pairs``, the **cross-author set**
+  (:mod:`persrm_utils.data.cross_author_set`): more unseen cross_author pairs than the test
+  split deals, each with and without its opening, judged by the final judge with its exemplars
+  and with none, beside character n-grams and the Bradley-Terry RM (paired differences). The
+  test split's own exemplar effect is read on pairs whose opening often decides; this set shows
+  how much the person counts when it cannot.
 
 With ``profile.eval_likelihood`` the untrained base model's likelihood baseline
 (:mod:`persrm_utils.evaluate.likelihood`) takes the user-swap test too: whether the model under
@@ -32,12 +38,15 @@ from typing import Any
 
 import pandas as pd
 
+from persrm_utils.data.cross_author_set import FORMS, unseen_cross_author_set
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import DataError
 from persrm_utils.evaluate.baselines import bt_baseline, stylometric_baseline
 from persrm_utils.evaluate.held_out import GRPO, SFT, unseen_predictions
 from persrm_utils.evaluate.likelihood import LIKELIHOOD_NAME, likelihood_baseline
 from persrm_utils.evaluate.metrics import (
+    accuracy_difference,
+    accuracy_table,
     exemplar_effect,
     predictions_frame,
     user_swap_difference,
@@ -50,6 +59,8 @@ from persrm_utils.records import Exemplar, Pair, read_jsonl
 from persrm_utils.train.sft import ADAPTER, load_with_adapter
 
 NGRAMS, BT = "stylometric (char n-grams)", "Bradley-Terry RM"
+#: The suffix of the cross-author set's verdicts in ``eval/personalization_predictions.jsonl``.
+CROSS_SET = "cross-author set"
 
 
 def _clean(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,6 +77,78 @@ def _effect(judged: Sequence[Judgement], blind: Sequence[Judgement], pairs: Sequ
 
 def _swap(judged: Sequence[Judgement], swap_pairs: Sequence[Pair]) -> dict[str, Any]:
     return _clean(user_swap_summary(predictions_frame(judged, swap_pairs, "m"), swap_pairs))
+
+
+def cross_author_set_summary(
+    judged: Mapping[str, Sequence[Judgement]],
+    set_pairs: Sequence[Pair],
+    final: str,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Rows per form and judge of the cross-author set (:mod:`persrm_utils.data.cross_author_set`).
+
+    ``judged`` maps a judge's name to its verdicts on ``set_pairs`` (both forms), and
+    ``"<name>, k=0"`` to the same judge's verdicts with no exemplar, where it was run. Each row:
+    accuracy and its interval (k = 0 runs get rows of their own, for the plot); with a k = 0
+    run, the paired exemplar effect; for every other judge with exemplars, the final judge's
+    accuracy minus this judge's, paired on the same pairs. Two forms of the same texts side by
+    side say what the opening decides and what the person does.
+    """
+    rows: list[dict[str, Any]] = []
+    for form in FORMS:
+        part = [p for p in set_pairs if p.meta.get("form") == form]
+        ids = {p.pair_id for p in part}
+
+        def frame(name: str, ids: set[str] = ids, part: list[Pair] = part) -> pd.DataFrame:
+            return predictions_frame([j for j in judged[name] if j.pair_id in ids], part, name)
+
+        if not part or final not in judged:
+            continue
+        final_frame = frame(final)
+        for name in [final, *(m for m in judged if m != final)]:
+            with_k = frame(name)
+            acc = accuracy_table(with_k, seed=seed).iloc[0]
+            row: dict[str, Any] = {
+                "form": form,
+                "model": name,
+                "n_pairs": int(acc["n_pairs"]),
+                "accuracy": float(acc["accuracy"]),
+                "ci_low": float(acc["ci_low"]),
+                "ci_high": float(acc["ci_high"]),
+                "exemplar_effect": None,
+                "final_minus": None,
+            }
+            if f"{name}, k=0" in judged:
+                row["exemplar_effect"] = _clean(
+                    exemplar_effect(with_k, frame(f"{name}, k=0"), seed=seed)
+                )
+            if name != final and not name.endswith(", k=0"):  # final's k = 0: its effect
+                row["final_minus"] = _clean(accuracy_difference(final_frame, with_k, seed=seed))
+            rows.append(_clean(row))
+    return rows
+
+
+def cross_author_set_table(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The cross-author set's rows for reading: one line per form and judge, intervals inline."""
+
+    def interval(part: Mapping[str, Any] | None, key: str) -> str:
+        if not part:
+            return ""
+        return f"{part[key]:+.3f} [{part['ci_low']:+.3f}, {part['ci_high']:+.3f}]"
+
+    return pd.DataFrame(
+        [
+            {
+                "form": r["form"],
+                "judge": r["model"],
+                "pairs": r["n_pairs"],
+                "accuracy [95% CI]": f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]",
+                "exemplar effect": interval(r.get("exemplar_effect"), "effect"),
+                "final judge minus this": interval(r.get("final_minus"), "difference"),
+            }
+            for r in rows
+        ]
+    )
 
 
 def measure_personalization(
@@ -103,6 +186,13 @@ def measure_personalization(
     # the SFT judge too, when GRPO followed it and the profile asks: did GRPO keep what SFT read?
     tuned_judges = [SFT, final] if final == GRPO and profile.eval_user_swap_sft else [final]
     test_ids = {p.pair_id for p in unseen}
+    set_pairs, set_splits = (
+        unseen_cross_author_set(
+            exemplars, profile.eval_cross_author_pairs, profile.max_exemplars, profile.seed
+        )
+        if profile.eval_cross_author_pairs
+        else ([], ())
+    )
     for name in tuned_judges:
         if name not in judged:
             continue
@@ -124,6 +214,15 @@ def measure_personalization(
                     tuned.model, tuned.tokenizer, swap_pairs, by_id, batch_size=4
                 )  # whole-sequence logits over the vocabulary: smaller batches than judging
             seconds[f"{LIKELIHOOD_NAME}, user-swap"] = round(clock() - started, 1)
+        if name == final and set_pairs:  # both forms, with the exemplars and with none
+            started = clock()
+            for suffix, k in ((CROSS_SET, None), (f"{CROSS_SET}, k=0", 0)):
+                extra[f"{name}, {suffix}"] = judge_pairs(
+                    tuned.model, tuned.tokenizer, set_pairs, dict(by_id),
+                    profile.max_completion_length, f"{profile.model_name}:{name}:{CROSS_SET}",
+                    both_orders=True, batch_size=batch_size, k=k, prefix=profile.answer_prefix,
+                )  # fmt: skip
+            seconds[f"{name}, {CROSS_SET}"] = round(clock() - started, 1)
         del tuned  # one judge in memory at a time (a 7B one on 24gb)
         release_memory()
         row["user_swap"] = _swap(extra[f"{name}, user-swap"], swap_pairs)
@@ -151,12 +250,34 @@ def measure_personalization(
             "user_swap": _swap(extra[f"{BT}, user-swap"], swap_pairs),
         }
         seconds[f"{BT}, k=0 and user-swap"] = round(clock() - started, 1)
+    cross_set = None
+    if set_pairs and f"{final}, {CROSS_SET}" in extra:
+        extra[f"{NGRAMS}, {CROSS_SET}"] = stylometric_baseline(set_pairs, by_id)
+        if bt is not None:
+            started = clock()
+            for suffix, k in ((CROSS_SET, None), (f"{CROSS_SET}, k=0", 0)):
+                extra[f"{BT}, {suffix}"] = bt_baseline(
+                    bt[0], bt[1], set_pairs, by_id, batch_size=4, k=k
+                )
+            seconds[f"{BT}, {CROSS_SET}"] = round(clock() - started, 1)
+        named = {
+            key.replace(f", {CROSS_SET}", ""): js
+            for key, js in extra.items()
+            if f", {CROSS_SET}" in key
+        }
+        cross_set = {
+            "items": len(set_pairs) // 2,
+            "splits": list(set_splits),
+            "k": profile.max_exemplars,
+            "rows": cross_author_set_summary(named, set_pairs, final, profile.seed),
+        }
     summary = {
         "user_swap_items": len(swap_pairs) // 2,
         "user_swap_splits": list(splits),
         "unseen_pairs": len(unseen),
         "final": final,
         "models": models,
+        "cross_author_set": cross_set,
         "seconds": seconds,
     }
     return summary, extra, swap_pairs

@@ -154,6 +154,39 @@ def _personalization_section(eval_dir: Path) -> list[str]:
     final = data["models"].get(data.get("final", ""))
     if final:
         lines += [personalization_message(final.get("exemplar_effect"), final.get("user_swap")), ""]
+    return lines + _cross_author_set_lines(data.get("cross_author_set"), data.get("final", ""))
+
+
+def _cross_author_set_lines(cross: dict | None, final: str) -> list[str]:
+    """The cross-author set (notebook 05, ``eval_cross_author_pairs``): per form, each judge's
+    accuracy, its exemplar effect where it ran at k = 0, and the final judge's paired lead."""
+    if not cross:
+        return []
+    lines = [
+        "### Cross-author set",
+        "",
+        f"{cross['items']} items of unseen authors: the author's real continuation against "
+        "another unseen author's, each judged with its opening shown and with none, with "
+        f"{cross['k']} exemplar(s) and with none (k = 0); paired 95% intervals.",
+        "",
+    ]
+    for form in ("opening", "no opening"):
+        rows = [r for r in cross["rows"] if r["form"] == form]
+        if not rows:
+            continue
+        lines += [f"**{'With the opening' if form == 'opening' else 'No opening'}**", ""]
+        for r in rows:
+            parts = [f"accuracy {_interval(r, 'accuracy')}"]
+            effect = r.get("exemplar_effect")
+            if effect:
+                parts.append(
+                    f"exemplar effect {_interval(effect, 'effect')} (k = 0: "
+                    f"{effect['accuracy_0']:.3f})"
+                )
+            if r.get("final_minus"):
+                parts.append(f"{final} minus this {_interval(r['final_minus'], 'difference')}")
+            lines.append(f"- {r['model']}: {'; '.join(parts)}")
+        lines.append("")
     return lines
 
 

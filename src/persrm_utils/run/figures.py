@@ -510,6 +510,15 @@ def _personalization_lines(p: dict[str, Any]) -> list[str]:
                 f"- Exemplar effect {who}: {_interval(effect, 'effect', 'pairs', True)}"
                 f"{why if is_final else ''}."
             )
+    cross = p.get("cross_author_set") or {}
+    for r in cross.get("rows", []):
+        if r["model"] == final and r.get("exemplar_effect"):
+            where = "shown" if r["form"] == "opening" else "not shown"
+            out.append(
+                f"- Cross-author set, opening {where}: the final judge "
+                f"{_interval(r['accuracy'], 'accuracy', 'pairs')}, exemplar effect "
+                f"{_interval(r['exemplar_effect'], 'effect', 'pairs', True)}."
+            )
     return out
 
 
@@ -943,6 +952,25 @@ def _personalization_section(files: _RunFiles) -> dict[str, Any]:
     }
     if isinstance(data.get("seconds"), dict):  # runs before 2026-12-04 did not time each part
         section["seconds"] = {str(k): _r(v, 1) for k, v in data["seconds"].items()}
+    cross = data.get("cross_author_set")
+    if cross:  # profiles with eval_cross_author_pairs (runs before 2026-12-05 had none)
+        try:
+            section["cross_author_set"] = {
+                "items": int(cross["items"]),
+                "k": int(cross["k"]),
+                "rows": [
+                    {
+                        "form": r["form"],
+                        "model": r["model"],
+                        "accuracy": _interval_entry(r, "accuracy"),
+                        "exemplar_effect": _interval_entry(r.get("exemplar_effect"), "effect"),
+                        "final_minus": _interval_entry(r.get("final_minus"), "difference"),
+                    }
+                    for r in cross["rows"]
+                ],
+            }
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise files.bad(rel, stage, f"'cross_author_set' is malformed ({err!r})") from err
     return section
 
 

@@ -1,0 +1,123 @@
+"""A larger set of unseen-author cross_author pairs, each judged with and without its opening.
+
+The test split deals the four negative types, so a run's unseen ``cross_author`` pairs are few
+(34 on ``cpu-long``): too few for an interval that can tell a judge from the character n-gram
+baseline. And on those pairs the opening gives much of the answer away: the negative is another
+author's continuation of *another* opening, so a judge can pick the text that follows the
+opening shown without reading the person (run ``cpu-long-d``'s final judge scored 0.838 there
+with no exemplar at all).
+
+This set asks both questions on the same texts. Every text of an unseen author becomes one
+item: that text's real continuation against another unseen author's continuation, the one
+whose opening shares the most content words with it
+(:func:`~persrm_utils.data.pairs.cross_author_negative`, as the series' pairs draw it). Each
+item is a pair in two **forms**:
+
+* ``"opening"``: the opening shown, as every pair of the series shows it;
+* ``"no opening"``: no opening (``prompt`` empty), so coherence cannot decide; what is left
+  is the writing itself, and the exemplar is what says whose writing is wanted.
+
+Both forms show the same exemplars (``k`` of the author's *other* texts) and the real text at
+the same position, so the two forms' difference is the opening alone. Judged once with the
+exemplars and once with none (k = 0), the exemplar effect of each form says how much the
+person counts when the opening can and cannot decide. Unlike the user-swap test
+(:mod:`persrm_utils.data.user_swap`), each item is judged for one user only, so a judge that
+ignores the exemplars is not held at exactly 0.5 by construction: its k = 0 accuracy on the
+no-opening form is whatever its taste in texts happens to give on these pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+
+from persrm_utils.data.pairs import cross_author_negative
+from persrm_utils.errors import DataError
+from persrm_utils.records import Exemplar, Pair, SplitName
+
+#: The two forms of every item, in the order the tables list them.
+FORMS: tuple[str, str] = ("opening", "no opening")
+
+
+def _stable_id(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+
+
+def cross_author_set(
+    exemplars: Sequence[Exemplar],
+    split: SplitName | Sequence[SplitName] = "test",
+    n_items: int | None = None,
+    k: int = 1,
+    seed: int = 0,
+) -> list[Pair]:
+    """Two :class:`Pair` records (``meta["form"]``: ``"opening"``, ``"no opening"``) per item.
+
+    Every text of ``split`` (several splits pool their authors) whose author has at least ``k``
+    other texts anchors one item, in a seeded order; ``n_items`` caps the items (None: all).
+    The negative is drawn from the *other authors of the same splits* only, never a training
+    author, so both texts come from writers the judge never trained on. The real text is A in
+    half of the items; both forms share ``meta["item"]``, the exemplars and the layout.
+    """
+    if k < 1:
+        raise DataError(f"k={k}", "show at least one exemplar per item (k >= 1).")
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    by_author: dict[str, list[Exemplar]] = defaultdict(list)
+    for ex in sorted(exemplars, key=lambda e: (e.author_id, e.text_id)):
+        if ex.meta.get("split") in splits:
+            by_author[ex.author_id].append(ex)
+    usable = {a: exs for a, exs in by_author.items() if len(exs) >= k + 1}
+    if len(usable) < 2:
+        raise DataError(
+            f"the cross-author set needs two authors of split {'+'.join(splits)} with at least "
+            f"{k + 1} texts each; found {len(usable)}",
+            "use more texts per author or more authors, or a smaller k.",
+        )
+    pool = [ex for exs in usable.values() for ex in exs]
+    rng = random.Random(f"cross_author_set:{seed}:{'+'.join(splits)}")
+    anchors = list(pool)
+    rng.shuffle(anchors)
+    if n_items is not None:
+        anchors = anchors[:n_items]
+    positions = (["A", "B"] * (len(anchors) // 2 + 1))[: len(anchors)]
+    rng.shuffle(positions)
+    out: list[Pair] = []
+    for anchor, pos in zip(anchors, positions, strict=True):
+        other = cross_author_negative(anchor, pool)
+        others = [e for e in usable[anchor.author_id] if e.text_id != anchor.text_id]
+        shown = [e.text_id for e in rng.sample(others, k)]
+        item = _stable_id("+".join(splits), "cross_author_set", anchor.text_id, other.text_id)
+        for form in FORMS:
+            out.append(
+                Pair(
+                    pair_id=_stable_id(item, form),
+                    split=str(anchor.meta["split"]),  # type: ignore[arg-type]
+                    author_id=anchor.author_id,
+                    text_id=anchor.text_id,
+                    prompt=anchor.prompt if form == "opening" else "",
+                    chosen=anchor.output,
+                    rejected=other.output,
+                    negative_type="cross_author",
+                    exemplar_ids=shown,
+                    chosen_position=pos,  # type: ignore[arg-type]
+                    negative_source=f"real:{other.text_id}",
+                    seen_author=False,
+                    meta={"k": k, "form": form, "item": item},
+                )
+            )
+    return out
+
+
+def unseen_cross_author_set(
+    exemplars: Sequence[Exemplar], n_items: int | None, k: int, seed: int
+) -> tuple[list[Pair], tuple[SplitName, ...]]:
+    """The set over the unseen test authors, and the splits it was drawn from.
+
+    With a single test author (the smoke profile) the validation authors join them, as for the
+    user-swap test: they are never trained on either.
+    """
+    try:
+        return cross_author_set(exemplars, "test", n_items, k, seed), ("test",)
+    except DataError:
+        return cross_author_set(exemplars, ("test", "val"), n_items, k, seed), ("test", "val")
