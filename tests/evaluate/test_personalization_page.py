@@ -35,6 +35,41 @@ def test_the_page_states_user_swap_and_exemplar_effect_as_value_interval_n(tmp_p
     assert "Not measured" in " ".join(_personalization_section(tmp_path / "none"))
 
 
+def test_the_page_gives_each_form_of_the_cross_author_set_signed_paired_figures(tmp_path):
+    """Run cpu-long-d's exemplar effect is -0.046 with the opening and +0.237 without: on the
+    page the sign is the news, so effects and leads are written signed, and the plot follows."""
+    eval_dir, figures = tmp_path / "eval", tmp_path / "figures"
+    eval_dir.mkdir()
+    figures.mkdir()
+    effect = {"n_pairs": 120, "effect": 0.237, "ci_low": 0.167, "ci_high": 0.308,
+              "accuracy_k": 0.746, "accuracy_0": 0.508}  # fmt: skip
+    lead = {"n_pairs": 120, "difference": 0.287, "ci_low": 0.188, "ci_high": 0.388}
+    rows = [
+        {"form": "no opening", "model": "SFT + GRPO", "n_pairs": 120, "accuracy": 0.746,
+         "ci_low": 0.683, "ci_high": 0.804, "exemplar_effect": effect, "final_minus": None},
+        {"form": "no opening", "model": "stylometric (char n-grams)", "n_pairs": 120,
+         "accuracy": 0.458, "ci_low": 0.375, "ci_high": 0.55, "exemplar_effect": None,
+         "final_minus": lead},
+    ]  # fmt: skip
+    cross = {"items": 120, "splits": ["test"], "k": 1, "rows": rows}
+    data = {"user_swap_items": 100, "final": "SFT + GRPO", "models": {}, "cross_author_set": cross}
+    (eval_dir / "personalization.json").write_text(json.dumps(data))
+    lines = _personalization_section(eval_dir)
+    assert "**No opening**" in lines and "**With the opening**" not in lines
+    assert (
+        "- SFT + GRPO: accuracy 0.746 [0.683, 0.804], n=120; exemplar effect +0.237 "
+        "[+0.167, +0.308], n=120 (k = 0: 0.508)" in lines
+    )
+    assert any(
+        line.endswith("SFT + GRPO minus this +0.287 [+0.188, +0.388], n=120") for line in lines
+    )
+    assert "![cross-author set](figures/05_cross_author_set.png)" not in lines  # no plot file
+    (figures / "05_cross_author_set.png").write_bytes(b"png")
+    assert "![cross-author set](figures/05_cross_author_set.png)" in _personalization_section(
+        eval_dir
+    )
+
+
 def test_sft_user_swap_items_are_added_only_when_the_profile_asks(tmp_path):
     from persrm_utils.records import Exemplar
 

@@ -241,14 +241,16 @@ def readable_table(table: pd.DataFrame, by: Sequence[str] = ()) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 
 
-def format_interval(value: float, low: float, high: float, n: int) -> str:
+def format_interval(value: float, low: float, high: float, n: int, signed: bool = False) -> str:
     """``"0.120 [0.040, 0.200], n=100"``, or, below :data:`MIN_PAIRS_FOR_CI` pairs,
-    ``"0.120 (n=6, too few for an interval)"``; ``"not measured"`` for a missing value."""
+    ``"0.120 (n=6, too few for an interval)"``; ``"not measured"`` for a missing value.
+    ``signed`` writes ``"+0.120 [+0.040, +0.200]"``: for a difference, whose sign is the news."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "not measured"
+    f = "{:+.3f}" if signed else "{:.3f}"
     if n < MIN_PAIRS_FOR_CI:
-        return f"{value:.3f} (n={n}, too few for an interval)"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}], n={n}"
+        return f"{f.format(value)} (n={n}, too few for an interval)"
+    return f"{f.format(value)} [{f.format(low)}, {f.format(high)}], n={n}"
 
 
 def format_user_swap_difference(diff: Mapping[str, Any], x: str, y: str) -> str:

@@ -120,10 +120,10 @@ def write_results_page(run_path: Path, dest: Path) -> Path:
     return dest
 
 
-def _interval(row: dict | None, key: str) -> str:
+def _interval(row: dict | None, key: str, signed: bool = False) -> str:
     if not row or row.get(key) is None:
         return "not measured"
-    return format_interval(row[key], row["ci_low"], row["ci_high"], int(row["n_pairs"]))
+    return format_interval(row[key], row["ci_low"], row["ci_high"], int(row["n_pairs"]), signed)
 
 
 def _personalization_section(eval_dir: Path) -> list[str]:
@@ -154,7 +154,10 @@ def _personalization_section(eval_dir: Path) -> list[str]:
     final = data["models"].get(data.get("final", ""))
     if final:
         lines += [personalization_message(final.get("exemplar_effect"), final.get("user_swap")), ""]
-    return lines + _cross_author_set_lines(data.get("cross_author_set"), data.get("final", ""))
+    cross = _cross_author_set_lines(data.get("cross_author_set"), data.get("final", ""))
+    if cross and (eval_dir.parent / FIGURES / "05_cross_author_set.png").is_file():
+        cross += [f"![cross-author set]({FIGURES}/05_cross_author_set.png)", ""]
+    return lines + cross
 
 
 def _cross_author_set_lines(cross: dict | None, final: str) -> list[str]:
@@ -180,11 +183,12 @@ def _cross_author_set_lines(cross: dict | None, final: str) -> list[str]:
             effect = r.get("exemplar_effect")
             if effect:
                 parts.append(
-                    f"exemplar effect {_interval(effect, 'effect')} (k = 0: "
+                    f"exemplar effect {_interval(effect, 'effect', True)} (k = 0: "
                     f"{effect['accuracy_0']:.3f})"
                 )
             if r.get("final_minus"):
-                parts.append(f"{final} minus this {_interval(r['final_minus'], 'difference')}")
+                lead = _interval(r["final_minus"], "difference", True)
+                parts.append(f"{final} minus this {lead}")
             lines.append(f"- {r['model']}: {'; '.join(parts)}")
         lines.append("")
     return lines
