@@ -463,6 +463,7 @@ _BASE: dict[str, dict[str, Any]] = {
             # mim192swap48t a second stage with the mimics and 48 user-swap items beside them kept
             # the reading (0.682) and beat the mimics (1.00). In one stage, run cpu-long-d:
             # user-swap 0.780 [0.733, 0.823], style_mimic 1.00, overall 0.891, 90 min, 7.0 GB
+            # (100 min with the cross-author set below)
             "sft_negative_types": ("style_random", "style_mimic"),
             # run cpu-long-d's SFT judge was right in all 4 samples of each of 24 pre-flight
             # prompts (no reward variance: GRPO stopped); of 96 prompts 5 varied (67 s), of 192
