@@ -145,7 +145,8 @@ def test_a_whole_probe_on_the_tiny_model_reports_and_keeps_verdicts_that_pair(tm
         ("test", m): 8 for m in ("SFT", "SFT, k=0", "char n-grams", "visible cues")
     } | {("user_swap", m): 12 for m in ("SFT", "char n-grams", "visible cues", LIKELIHOOD_NAME)}
     pmi = result["personalization"]["user_swap_likelihood"]  # the base model, adapter disabled
-    assert pmi["n_pairs"] == 3 and result["timings"]["likelihood_user_swap_s"] > 0
+    # timed (rounded to 0.1 s: on the tiny model it can round to 0.0, so only its presence counts)
+    assert pmi["n_pairs"] == 3 and result["timings"]["likelihood_user_swap_s"] >= 0
     letters = frame[frame["model"] == LIKELIHOOD_NAME].groupby("pair_id")["letter"].nunique()
     assert (letters == 2).all()  # one score per text: the same text wins in both orders
     assert set(frame.loc[frame["model"] == "SFT, k=0", "k"]) == {0}
