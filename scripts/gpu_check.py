@@ -32,6 +32,9 @@ SCALE_UP = {
     "sft_user_swap_items": 192,  # mixed into SFT; lower if SFT runs past its cap
     "sft_user_swap_teacher": True,  # keep only items the untrained model reads under both users
     "sft_user_swap_candidates": 480,  # the teacher scores these (fewer when the texts run out)
+    # notebook 05's cross-author set: on 2 cores 960 verdicts took 404 s (run cpu-long-d);
+    # lower if the learning part runs past its cap
+    "eval_cross_author_pairs": 120,
 }
 
 

@@ -75,6 +75,14 @@ def test_dry_run_reports_every_part(dry_run):
     chosen = learning["user_swap_items"]  # the teacher lever runs as in notebook 03
     assert chosen["candidates"] == 4 and chosen["used"] == min(1, chosen["kept"]), chosen
     assert isinstance(learning["grpo"]["reward_curve"][0]["reward"], float)
+    # notebook 05's personalization figures, the cross-author set among them (smoke: 6 items)
+    for judge in ("sft", "grpo"):
+        personal = learning["personalization"][judge]
+        assert personal["exemplar_effect"]["n_pairs"] >= 1 and personal["user_swap"]["n_pairs"]
+        cross = personal["cross_author_set"]
+        assert cross["items"] == 6
+        forms = {(r["form"], r["model"].endswith("k=0")) for r in cross["rows"]}
+        assert forms == {(f, blind) for f in ("opening", "no opening") for blind in (False, True)}
 
     judging = report["parts"]["judging"]["figures"]
     assert judging["one_at_a_time_pairs_per_s"] > 0 and judging["batched_pairs_per_s"] > 0
@@ -82,6 +90,11 @@ def test_dry_run_reports_every_part(dry_run):
 
     page = (out / "gpu_check.md").read_text()
     assert CAVEAT in page and "GPU: **no GPU**" in page
+    lines = page.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| judge | user-swap |"))
+    rows = lines[header + 2 : header + 4]  # under the header's separator: one row per judge
+    assert [r.split(" | ")[0] for r in rows] == ["| sft", "| grpo"]
+    assert all(r.count(" | ") == 7 and "effect" in r.split(" | ")[-1] for r in rows), rows
     assert all(f"## {name}: ok" in page for name in PARTS)
 
 

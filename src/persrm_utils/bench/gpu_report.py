@@ -72,6 +72,12 @@ def _learning(f: dict[str, Any]) -> list[str]:
                  r.get("swap_consistency")] for m, r in acc.items()]  # fmt: skip
         lines += ["", *_table(["model", "unseen pairs", "accuracy", "95% CI",
                                "parse failures", "swap consistency"], rows)]  # fmt: skip
+    personal = f.get("personalization") or {}
+    if personal:
+        lines += ["", *_table(["judge", "user-swap", "95% CI", "n-grams on the same items",
+                               "exemplar effect", "95% CI", "cross-author set (opening shown)",
+                               "cross-author set (no opening)"],
+                              [_personal_row(j, p) for j, p in personal.items()])]  # fmt: skip
     grpo = f.get("grpo")
     if grpo:
         curve = [[h.get("step"), h.get("reward"), h.get("reward_std")]
@@ -79,6 +85,37 @@ def _learning(f: dict[str, Any]) -> list[str]:
         info = {k: v for k, v in grpo.items() if k != "reward_curve"}
         lines += ["", *_kv({"grpo": info}), "", *_table(["step", "reward", "reward std"], curve)]
     return lines
+
+
+def _personal_row(judge: str, p: dict[str, Any]) -> list[Any]:
+    """One judge's personalization figures: what notebook 05 reports, in one row."""
+
+    def ci(part: Any) -> str:
+        if not isinstance(part, dict):
+            return "–"
+        return f"{_fmt(part.get('ci_low'))}–{_fmt(part.get('ci_high'))}"
+
+    def own(part: Any, key: str) -> Any:
+        return part.get(key) if isinstance(part, dict) else part  # "not measured: …" as is
+
+    def effect(form: str) -> str:
+        cross = p.get("cross_author_set")
+        if not isinstance(cross, dict):
+            return _fmt(cross) if cross else "not measured"
+        for row in cross.get("rows", []):
+            if row.get("form") == form and row.get("model") == cross_judge(cross):
+                e = row.get("exemplar_effect") or {}
+                return f"{_fmt(row.get('accuracy'))}; effect {_fmt(e.get('effect'))} ({ci(e)})"
+        return "–"
+
+    def cross_judge(cross: dict[str, Any]) -> str | None:
+        names = [r.get("model") for r in cross.get("rows", []) if r.get("exemplar_effect")]
+        return names[0] if names else None
+
+    swap, effect_k = p.get("user_swap"), p.get("exemplar_effect")
+    return [judge, own(swap, "accuracy"), ci(swap), own(p.get("user_swap_char_ngrams"), "accuracy"),
+            own(effect_k, "effect"), ci(effect_k), effect("opening"),
+            effect("no opening")]  # fmt: skip
 
 
 RENDERERS = {"mechanics": _mechanics, "learning": _learning}

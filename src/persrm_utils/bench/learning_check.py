@@ -13,7 +13,9 @@ With the ``sft_user_swap_*`` fields in the scale, SFT's user-swap items are chos
 03 (:func:`~persrm_utils.train.user_swap_items.choose_user_swap_items`, the untrained model as
 teacher) and recorded. After SFT and after GRPO it also reports notebook 05's personalization
 figures: the exemplar effect (the same pairs at k = 0, paired interval) and the user-swap test
-(:mod:`persrm_utils.data.user_swap`), beside the character n-gram baseline on the same items.
+(:mod:`persrm_utils.data.user_swap`), beside the character n-gram baseline on the same items,
+and, with ``eval_cross_author_pairs`` in the scale, the cross-author set with and without the
+opening (:mod:`persrm_utils.data.cross_author_set`).
 
 Training stops at a deadline computed from the part's cap, keeping time for the evaluations
 after it; the steps done and whether the cap cut them short are recorded. The learning run uses
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from persrm_utils.bench.timebox import Deadline, StepClock
+from persrm_utils.data.cross_author_set import unseen_cross_author_set
 from persrm_utils.data.offline import offline_pairs
 from persrm_utils.data.user_swap import unseen_user_swap_pairs
 from persrm_utils.errors import DataError
@@ -40,6 +43,7 @@ from persrm_utils.evaluate.metrics import (
     predictions_frame,
     user_swap_summary,
 )
+from persrm_utils.evaluate.personalization import cross_author_set_summary
 from persrm_utils.judge.judging import judge_pairs
 from persrm_utils.models.loader import load_model
 from persrm_utils.models.smollm2 import find_smollm2
@@ -99,7 +103,9 @@ def personalization(
     profile: Profile,
     batch: int,
 ) -> dict[str, Any]:
-    """Exemplar effect (``pairs`` again at k = 0, paired) and the user-swap test of one judge."""
+    """Exemplar effect (``pairs`` again at k = 0, paired) and the user-swap test of one judge;
+    with ``profile.eval_cross_author_pairs``, the cross-author set as notebook 05 measures it
+    (:func:`~persrm_utils.evaluate.personalization.cross_author_set_summary`), beside n-grams."""
 
     start = time.perf_counter()
     kwargs = dict(both_orders=True, batch_size=batch, prefix=profile.answer_prefix)
@@ -118,6 +124,24 @@ def personalization(
                 "user_swap": f"not measured: {err}"}  # fmt: skip
     verdicts = judge_pairs(loaded.model, loaded.tokenizer, swap, by_id, n, tag, **kwargs)
     ngrams = stylometric_baseline(swap, by_id)
+    cross: dict[str, Any] | str | None = None
+    if profile.eval_cross_author_pairs:  # as notebook 05: with and without the opening, k and 0
+        try:
+            set_pairs, _ = unseen_cross_author_set(list(by_id.values()),
+                                                   profile.eval_cross_author_pairs,
+                                                   profile.max_exemplars, profile.seed)  # fmt: skip
+        except DataError as err:
+            cross = f"not measured: {err}"
+        else:
+            named = {
+                tag: judge_pairs(loaded.model, loaded.tokenizer, set_pairs, by_id, n, tag,
+                                 **kwargs),
+                f"{tag}, k=0": judge_pairs(loaded.model, loaded.tokenizer, set_pairs, by_id, n,
+                                           tag, k=0, **kwargs),
+                "char n-grams": stylometric_baseline(set_pairs, by_id),
+            }  # fmt: skip
+            rows = cross_author_set_summary(named, set_pairs, tag, profile.seed)
+            cross = {"items": len(set_pairs) // 2, "rows": _clean_rows(rows)}
     return {
         "exemplar_effect": {k: _clean(v) for k, v in effect.items()},
         "user_swap": {
@@ -128,8 +152,18 @@ def personalization(
             k: _clean(v)
             for k, v in user_swap_summary(predictions_frame(ngrams, swap, "ngrams"), swap).items()
         },
+        **({"cross_author_set": cross} if cross is not None else {}),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _clean_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cross-author set's rows with every number rounded as the rest of the report."""
+
+    def clean(value: Any) -> Any:
+        return {k: clean(v) for k, v in value.items()} if isinstance(value, dict) else _clean(value)
+
+    return [clean(row) for row in rows]
 
 
 def _profile(opts: CheckOptions, rec: Recorder) -> tuple[Profile | None, Path | None]:
