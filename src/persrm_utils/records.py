@@ -10,6 +10,7 @@ durable (each line is flushed to disk, so a killed process loses at most the lin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -414,6 +415,12 @@ USER_SWAP: NegativeType = "user_swap"
 
 
 SplitName = Literal["train", "val", "test", "seen_test"]
+
+
+def stable_id(*parts: str) -> str:
+    """A 12-hex id that depends only on ``parts``: the same pair gets the same id in every run,
+    so verdicts, caches and comparisons across runs can be joined on it."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
 class Pair(BaseModel):

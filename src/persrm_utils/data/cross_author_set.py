@@ -28,21 +28,16 @@ no-opening form is whatever its taste in texts happens to give on these pairs.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections import defaultdict
 from collections.abc import Sequence
 
 from persrm_utils.data.pairs import cross_author_negative
+from persrm_utils.data.user_swap import writers_of
 from persrm_utils.errors import DataError
-from persrm_utils.records import Exemplar, Pair, SplitName
+from persrm_utils.records import Exemplar, Pair, SplitName, stable_id
 
 #: The two forms of every item, in the order the tables list them.
 FORMS: tuple[str, str] = ("opening", "no opening")
-
-
-def _stable_id(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
 
 
 def cross_author_set(
@@ -63,17 +58,7 @@ def cross_author_set(
     if k < 1:
         raise DataError(f"k={k}", "show at least one exemplar per item (k >= 1).")
     splits = (split,) if isinstance(split, str) else tuple(split)
-    by_author: dict[str, list[Exemplar]] = defaultdict(list)
-    for ex in sorted(exemplars, key=lambda e: (e.author_id, e.text_id)):
-        if ex.meta.get("split") in splits:
-            by_author[ex.author_id].append(ex)
-    usable = {a: exs for a, exs in by_author.items() if len(exs) >= k + 1}
-    if len(usable) < 2:
-        raise DataError(
-            f"the cross-author set needs two authors of split {'+'.join(splits)} with at least "
-            f"{k + 1} texts each; found {len(usable)}",
-            "use more texts per author or more authors, or a smaller k.",
-        )
+    usable = writers_of(exemplars, splits, k, "the cross-author set")
     pool = [ex for exs in usable.values() for ex in exs]
     rng = random.Random(f"cross_author_set:{seed}:{'+'.join(splits)}")
     anchors = list(pool)
@@ -87,11 +72,11 @@ def cross_author_set(
         other = cross_author_negative(anchor, pool)
         others = [e for e in usable[anchor.author_id] if e.text_id != anchor.text_id]
         shown = [e.text_id for e in rng.sample(others, k)]
-        item = _stable_id("+".join(splits), "cross_author_set", anchor.text_id, other.text_id)
+        item = stable_id("+".join(splits), "cross_author_set", anchor.text_id, other.text_id)
         for form in FORMS:
             out.append(
                 Pair(
-                    pair_id=_stable_id(item, form),
+                    pair_id=stable_id(item, form),
                     split=str(anchor.meta["split"]),  # type: ignore[arg-type]
                     author_id=anchor.author_id,
                     text_id=anchor.text_id,

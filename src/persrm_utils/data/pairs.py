@@ -21,7 +21,6 @@ shown as Response A or B (balanced within each split).
 from __future__ import annotations
 
 import difflib
-import hashlib
 import html
 import os
 import random
@@ -38,7 +37,14 @@ from persrm_utils.generation.local import TransformersBackend
 from persrm_utils.generation.openai_compat import OpenAIBackend
 from persrm_utils.generation.requests import GenRequest, OfflineBackend
 from persrm_utils.models.loader import load_model
-from persrm_utils.records import NEGATIVE_TYPES, Exemplar, NegativeType, Pair, SplitName
+from persrm_utils.records import (
+    NEGATIVE_TYPES,
+    Exemplar,
+    NegativeType,
+    Pair,
+    SplitName,
+    stable_id,
+)
 
 # --------------------------------------------------------------------------------------------
 # The instructions given to the generator, one per LLM negative type (our wording of the paper's).
@@ -124,10 +130,6 @@ class PlannedPair:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _stable_id(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
-
-
 def plan_pairs(
     exemplars: Sequence[Exemplar],
     max_exemplars: int,
@@ -185,7 +187,7 @@ def plan_pairs(
             neg = dealt[slot % len(dealt)]
             planned.append(
                 PlannedPair(
-                    pair_id=_stable_id(split, anchor.text_id, neg),
+                    pair_id=stable_id(split, anchor.text_id, neg),
                     split=split,  # type: ignore[arg-type]
                     anchor=anchor,
                     negative_type=neg,

@@ -20,17 +20,31 @@ to read the exemplar.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 
 from persrm_utils.errors import DataError
-from persrm_utils.records import USER_SWAP, Exemplar, Pair, SplitName
+from persrm_utils.records import USER_SWAP, Exemplar, Pair, SplitName, stable_id
 
 
-def _stable_id(*parts: str) -> str:
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:12]
+def writers_of(
+    exemplars: Sequence[Exemplar], splits: tuple[SplitName, ...], k: int, what: str
+) -> dict[str, list[Exemplar]]:
+    """The authors of ``splits`` with at least ``k + 1`` texts (one judged, ``k`` shown), each
+    with their texts sorted by id; fewer than two such authors is an error naming ``what``."""
+    by_author: dict[str, list[Exemplar]] = defaultdict(list)
+    for ex in sorted(exemplars, key=lambda e: (e.author_id, e.text_id)):
+        if ex.meta.get("split") in splits:
+            by_author[ex.author_id].append(ex)
+    usable = {a: exs for a, exs in by_author.items() if len(exs) >= k + 1}
+    if len(usable) < 2:
+        raise DataError(
+            f"{what} needs two authors of split {'+'.join(splits)} with at least {k + 1} "
+            f"texts each; found {len(usable)}",
+            "use more texts per author or more authors, or a smaller k.",
+        )
+    return usable
 
 
 def user_swap_pairs(
@@ -56,18 +70,7 @@ def user_swap_pairs(
     if k < 1:
         raise DataError(f"k={k}", "show at least one exemplar per user (k >= 1).")
     splits = (split,) if isinstance(split, str) else tuple(split)
-    by_author: dict[str, list[Exemplar]] = defaultdict(list)
-    for ex in sorted(exemplars, key=lambda e: (e.author_id, e.text_id)):
-        if ex.meta.get("split") in splits:
-            by_author[ex.author_id].append(ex)
-    usable = {a: exs for a, exs in by_author.items() if len(exs) >= k + 1}
-    if len(usable) < 2:
-        raise DataError(
-            f"the user-swap test needs two authors of split {'+'.join(splits)} with at least "
-            f"{k + 1} "
-            f"texts each; found {len(usable)}",
-            "use more texts per author or more authors, or a smaller k.",
-        )
+    usable = writers_of(exemplars, splits, k, "the user-swap test")
     rng = random.Random(f"user_swap:{seed}:{'+'.join(splits)}")
     anchors = [ex for exs in usable.values() for ex in exs]
     rng.shuffle(anchors)
@@ -80,7 +83,7 @@ def user_swap_pairs(
     for text_a, pos_a in zip(anchors, positions, strict=True):
         author_b = rng.choice([a for a in authors if a != text_a.author_id])
         text_b = rng.choice(usable[author_b])
-        group = _stable_id("+".join(splits), "user_swap", text_a.text_id, text_b.text_id)
+        group = stable_id("+".join(splits), "user_swap", text_a.text_id, text_b.text_id)
         pos_b = "B" if pos_a == "A" else "A"
         for user, mine, other, pos in (("a", text_a, text_b, pos_a), ("b", text_b, text_a, pos_b)):
             pool = [
@@ -89,7 +92,7 @@ def user_swap_pairs(
             shown = rng.sample(pool, k)
             out.append(
                 Pair(
-                    pair_id=_stable_id(group, user),
+                    pair_id=stable_id(group, user),
                     split=str(mine.meta["split"]),  # type: ignore[arg-type]
                     author_id=mine.author_id,
                     text_id=mine.text_id,

@@ -303,27 +303,21 @@ def exemplar_effect(
     intervals would be far wider than the difference's own). Only pairs judged in both arms
     count; none in common is an error. Identical judges give 0.0 and [0.0, 0.0].
     """
-    _check_columns(with_k, ["pair_id", "swap", "letter", "valid", "correct"])
-    _check_columns(without, ["pair_id", "swap", "letter", "valid", "correct"])
-    n, effect, low, high, acc_k, acc_0 = _paired_difference(
-        with_k.groupby("pair_id")["correct"].mean().astype(float),
-        without.groupby("pair_id")["correct"].mean().astype(float),
-        DataError(
-            "the two predictions frames have no pair in common",
-            "judge the same pairs with the exemplars and with k=0 (judge_pairs(..., k=0)).",
-            field="pair_id",
-        ),
+    diff = accuracy_difference(
+        with_k,
+        without,
         n_boot,
         seed,
         level,
+        fix="judge the same pairs with the exemplars and with k=0 (judge_pairs(..., k=0)).",
     )
     return {
-        "n_pairs": n,
-        "effect": effect,
-        "ci_low": low,
-        "ci_high": high,
-        "accuracy_k": acc_k,
-        "accuracy_0": acc_0,
+        "n_pairs": diff["n_pairs"],
+        "effect": diff["difference"],
+        "ci_low": diff["ci_low"],
+        "ci_high": diff["ci_high"],
+        "accuracy_k": diff["accuracy_x"],
+        "accuracy_0": diff["accuracy_y"],
     }
 
 
@@ -333,6 +327,7 @@ def accuracy_difference(
     n_boot: int = 1000,
     seed: int = 0,
     level: float = 0.95,
+    fix: str = "judge the same pairs with both judges.",
 ) -> dict[str, float | int]:
     """Accuracy of judge ``x`` minus judge ``y`` on the same pairs, paired.
 
@@ -348,7 +343,7 @@ def accuracy_difference(
         y.groupby("pair_id")["correct"].mean().astype(float),
         DataError(
             "the two predictions frames have no pair in common",
-            "judge the same pairs with both judges.",
+            fix,
             field="pair_id",
         ),
         n_boot,
