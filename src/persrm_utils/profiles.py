@@ -453,7 +453,9 @@ _BASE: dict[str, dict[str, Any]] = {
             # after SFT, 0.610 [0.578, 0.640] at the end, 77 minutes. Run cpu-long-c (these 192):
             # 0.800 after SFT, 0.795 [0.748, 0.840] at the end, 82 minutes, 6.3 GB; but mimics
             # made of the exemplar's words fool it (style_mimic 0.271, exemplar effect -0.183)
-            "sft_user_swap_items": 192,  # 96 is run cpu-long-b's recipe (77 minutes, 0.610)
+            # 96 is run cpu-long-b's recipe (77 minutes, 0.610); 96 trained for these 182 steps
+            # stayed at 0.563 in probe us99m96t182: the items do the work, not the steps
+            "sft_user_swap_items": 192,
             "sft_user_swap_teacher": True,
             # asks for 480; the 36 x 12 training texts give 396 (run cpu-long-c), of which the
             # teacher kept 203
