@@ -28,12 +28,10 @@ no-opening form is whatever its taste in texts happens to give on these pairs.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
 from persrm_utils.data.pairs import cross_author_negative
-from persrm_utils.data.user_swap import writers_of
-from persrm_utils.errors import DataError
+from persrm_utils.data.user_swap import draw_anchors, on_unseen_authors
 from persrm_utils.records import Exemplar, Pair, SplitName, stable_id
 
 #: The two forms of every item, in the order the tables list them.
@@ -55,20 +53,12 @@ def cross_author_set(
     author, so both texts come from writers the judge never trained on. The real text is A in
     half of the items; both forms share ``meta["item"]``, the exemplars and the layout.
     """
-    if k < 1:
-        raise DataError(f"k={k}", "show at least one exemplar per item (k >= 1).")
-    splits = (split,) if isinstance(split, str) else tuple(split)
-    usable = writers_of(exemplars, splits, k, "the cross-author set")
+    draw = draw_anchors(exemplars, split, n_items, k, seed, "cross_author_set",
+                        "the cross-author set", "item")  # fmt: skip
+    splits, usable, rng = draw.splits, draw.writers, draw.rng
     pool = [ex for exs in usable.values() for ex in exs]
-    rng = random.Random(f"cross_author_set:{seed}:{'+'.join(splits)}")
-    anchors = list(pool)
-    rng.shuffle(anchors)
-    if n_items is not None:
-        anchors = anchors[:n_items]
-    positions = (["A", "B"] * (len(anchors) // 2 + 1))[: len(anchors)]
-    rng.shuffle(positions)
     out: list[Pair] = []
-    for anchor, pos in zip(anchors, positions, strict=True):
+    for anchor, pos in zip(draw.anchors, draw.positions, strict=True):
         other = cross_author_negative(anchor, pool)
         others = [e for e in usable[anchor.author_id] if e.text_id != anchor.text_id]
         shown = [e.text_id for e in rng.sample(others, k)]
@@ -97,12 +87,6 @@ def cross_author_set(
 def unseen_cross_author_set(
     exemplars: Sequence[Exemplar], n_items: int | None, k: int, seed: int
 ) -> tuple[list[Pair], tuple[SplitName, ...]]:
-    """The set over the unseen test authors, and the splits it was drawn from.
-
-    With a single test author (the smoke profile) the validation authors join them, as for the
-    user-swap test: they are never trained on either.
-    """
-    try:
-        return cross_author_set(exemplars, "test", n_items, k, seed), ("test",)
-    except DataError:
-        return cross_author_set(exemplars, ("test", "val"), n_items, k, seed), ("test", "val")
+    """The set over the unseen test authors, and the splits it was drawn from
+    (:func:`~persrm_utils.data.user_swap.on_unseen_authors`, as for the user-swap test)."""
+    return on_unseen_authors(lambda splits: cross_author_set(exemplars, splits, n_items, k, seed))

@@ -22,17 +22,41 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from persrm_utils.errors import DataError
 from persrm_utils.records import USER_SWAP, Exemplar, Pair, SplitName, stable_id
 
 
-def writers_of(
-    exemplars: Sequence[Exemplar], splits: tuple[SplitName, ...], k: int, what: str
-) -> dict[str, list[Exemplar]]:
-    """The authors of ``splits`` with at least ``k + 1`` texts (one judged, ``k`` shown), each
-    with their texts sorted by id; fewer than two such authors is an error naming ``what``."""
+@dataclass
+class AnchorDraw:
+    """The seeded draw both real-text sets start from (:func:`draw_anchors`)."""
+
+    splits: tuple[SplitName, ...]
+    writers: dict[str, list[Exemplar]]  # authors with k + 1 texts or more, texts sorted by id
+    anchors: list[Exemplar]  # one judged text per item, in the seeded order, capped
+    positions: list[str]  # where each anchor's real text is shown: A in half, B in half
+    rng: random.Random  # the draw's generator, for the rest of the set's choices
+
+
+def draw_anchors(
+    exemplars: Sequence[Exemplar],
+    split: SplitName | Sequence[SplitName],
+    n_items: int | None,
+    k: int,
+    seed: int,
+    name: str,
+    what: str,
+    unit: str,
+) -> AnchorDraw:
+    """Every text of ``split`` whose author has at least ``k`` other texts, shuffled with a
+    generator seeded by ``name``, ``seed`` and the splits, capped at ``n_items``, with balanced
+    A/B positions. The user-swap test and the cross-author set both start here, so their items
+    are drawn the same way; fewer than two such authors is an error naming ``what``."""
+    if k < 1:
+        raise DataError(f"k={k}", f"show at least one exemplar per {unit} (k >= 1).")
+    splits = (split,) if isinstance(split, str) else tuple(split)
     by_author: dict[str, list[Exemplar]] = defaultdict(list)
     for ex in sorted(exemplars, key=lambda e: (e.author_id, e.text_id)):
         if ex.meta.get("split") in splits:
@@ -44,7 +68,28 @@ def writers_of(
             f"texts each; found {len(usable)}",
             "use more texts per author or more authors, or a smaller k.",
         )
-    return usable
+    rng = random.Random(f"{name}:{seed}:{'+'.join(splits)}")
+    anchors = [ex for exs in usable.values() for ex in exs]
+    rng.shuffle(anchors)
+    if n_items is not None:
+        anchors = anchors[:n_items]
+    positions = (["A", "B"] * (len(anchors) // 2 + 1))[: len(anchors)]
+    rng.shuffle(positions)
+    return AnchorDraw(splits, usable, anchors, positions, rng)
+
+
+def on_unseen_authors(
+    build: Callable[[tuple[SplitName, ...]], list[Pair]],
+) -> tuple[list[Pair], tuple[SplitName, ...]]:
+    """``build`` over the unseen test authors, and the splits it drew from.
+
+    With a single test author (the smoke profile) the validation authors join them: they are
+    never trained on either. Raises :class:`DataError` when even both splits have too few.
+    """
+    try:
+        return build(("test",)), ("test",)
+    except DataError:
+        return build(("test", "val")), ("test", "val")
 
 
 def user_swap_pairs(
@@ -67,17 +112,11 @@ def user_swap_pairs(
     Both versions share ``meta["swap_group"]`` (the item) and name their user in
     ``meta["user"]`` ("a" or "b"); ``negative_source`` is ``real:<the other text's id>``.
     """
-    if k < 1:
-        raise DataError(f"k={k}", "show at least one exemplar per user (k >= 1).")
-    splits = (split,) if isinstance(split, str) else tuple(split)
-    usable = writers_of(exemplars, splits, k, "the user-swap test")
-    rng = random.Random(f"user_swap:{seed}:{'+'.join(splits)}")
-    anchors = [ex for exs in usable.values() for ex in exs]
-    rng.shuffle(anchors)
-    if n_pairs is not None:
-        anchors = anchors[:n_pairs]
-    positions = (["A", "B"] * (len(anchors) // 2 + 1))[: len(anchors)]
-    rng.shuffle(positions)
+    draw = draw_anchors(exemplars, split, n_pairs, k, seed, "user_swap", "the user-swap test",
+                        "user")  # fmt: skip
+    splits, usable, anchors, positions, rng = (
+        draw.splits, draw.writers, draw.anchors, draw.positions, draw.rng
+    )  # fmt: skip
     authors = sorted(usable)
     out: list[Pair] = []
     for text_a, pos_a in zip(anchors, positions, strict=True):
@@ -113,12 +152,6 @@ def user_swap_pairs(
 def unseen_user_swap_pairs(
     exemplars: Sequence[Exemplar], n_pairs: int | None, k: int, seed: int
 ) -> tuple[list[Pair], tuple[SplitName, ...]]:
-    """User-swap items of the unseen test authors, and the splits they were drawn from.
-
-    With a single test author (the smoke profile) the validation authors join them: they are
-    never trained on either. Raises :class:`DataError` when even both splits have too few.
-    """
-    try:
-        return user_swap_pairs(exemplars, "test", n_pairs, k, seed), ("test",)
-    except DataError:
-        return user_swap_pairs(exemplars, ("test", "val"), n_pairs, k, seed), ("test", "val")
+    """User-swap items of the unseen test authors, and the splits they were drawn from
+    (:func:`on_unseen_authors`: the validation authors join a single test author)."""
+    return on_unseen_authors(lambda splits: user_swap_pairs(exemplars, splits, n_pairs, k, seed))
